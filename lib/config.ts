@@ -1,0 +1,181 @@
+/**
+ * The meta-training configuration: one typed, validated schema with documented defaults.
+ *
+ * The trainer (`training/main.ts`), the operator's CRD (`cluster/`), and the demo all derive from
+ * this one schema, so a field added here reaches the CRD's OpenAPI schema without a second edit.
+ *
+ * @example
+ * ```ts
+ * const config = parseTrainConfig({ data: { train: "s3://b/train/", heldout: "s3://b/heldout/" }, output: "s3://b/run1/" });
+ * config.meta.population; // 8
+ * ```
+ */
+import { z } from "zod";
+
+/** A storage URI: `s3://bucket/key`, `file:///abs/path`, or a bare filesystem path. */
+export const StorageUriSchema = z.string().min(1).refine(
+  (s) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^(s3|file):\/\//.test(s),
+  { message: "expected s3://bucket/key, file:///abs/path or a bare path" },
+);
+
+export const DataConfigSchema = z.object({
+  /** Prefix (or single object) of JSON Lines (optionally gzip) records the rater learns to rate. */
+  train: StorageUriSchema,
+  /** Disjoint held-out records: the outer (meta) objective. Same distribution, or a target set. */
+  heldout: StorageUriSchema,
+  idField: z.string().min(1).default("id"),
+  textField: z.string().min(1).default("text"),
+});
+
+export const RaterConfigSchema = z.object({
+  /**
+   * `transformer`: byte embedding + non-causal transformer + mean-pool + linear head (the paper's
+   * kind, sized down). `mlp`: byte embedding + mean-pool + MLP (cheap; sees no order).
+   */
+  kind: z.enum(["transformer", "mlp"]).default("transformer"),
+  dModel: z.number().int().min(4).max(1024).default(64),
+  layers: z.number().int().min(0).max(24).default(2),
+  heads: z.number().int().min(1).max(32).default(4),
+  ffn: z.number().int().min(4).max(8192).default(128),
+  /** Hidden width of the MLP head (mlp kind). */
+  hidden: z.number().int().min(1).max(8192).default(64),
+}).refine((r) => r.dModel % r.heads === 0, {
+  message: "dModel must be divisible by heads",
+  path: ["heads"],
+});
+
+export const InnerConfigSchema = z.object({
+  dModel: z.number().int().min(4).max(1024).default(64),
+  layers: z.number().int().min(1).max(24).default(1),
+  heads: z.number().int().min(1).max(32).default(4),
+  ffn: z.number().int().min(4).max(8192).default(256),
+  /** Inner optimiser: Adam (the paper's) or plain SGD (the reference benchmark's). */
+  optimizer: z.enum(["adam", "sgd"]).default("adam"),
+  lr: z.number().positive().max(10).default(1e-3),
+  beta1: z.number().min(0).max(1).default(0.9),
+  beta2: z.number().min(0).max(1).default(0.999),
+  eps: z.number().positive().default(1e-8),
+}).refine((r) => r.dModel % r.heads === 0, {
+  message: "dModel must be divisible by heads",
+  path: ["heads"],
+});
+
+export const MetaConfigSchema = z.object({
+  /** Meta-steps to run (the paper used the checkpoint at 8,000). */
+  steps: z.number().int().min(1).default(1000),
+  /** Inner updates unrolled per meta-step (paper: 2 was as good as more). */
+  unroll: z.number().int().min(1).max(16).default(2),
+  /** Persistent inner models (paper: 8). */
+  population: z.number().int().min(1).max(256).default(8),
+  /** Each inner model is re-initialised after this many meta-steps; resets are staggered. */
+  resetEvery: z.number().int().min(1).default(200),
+  lr: z.number().positive().max(1).default(5e-3),
+  warmupSteps: z.number().int().min(0).default(100),
+  weightDecay: z.number().min(0).default(0.1),
+  /** Global-norm clipping of each meta-gradient (paper: 0.01). */
+  clipNorm: z.number().positive().default(0.01),
+  beta1: z.number().min(0).max(1).default(0.9),
+  beta2: z.number().min(0).max(1).default(0.999),
+  eps: z.number().positive().default(1e-8),
+  innerBatch: z.number().int().min(1).max(4096).default(32),
+  outerBatch: z.number().int().min(1).max(4096).default(32),
+  /** Decay of the exponential moving average of rater parameters that is exported (0 = none). */
+  paramEma: z.number().min(0).max(1).default(0.99),
+});
+
+export const TrainConfigSchema = z.object({
+  data: DataConfigSchema,
+  /** Prefix for checkpoints, metrics, progress and the exported rater. */
+  output: StorageUriSchema,
+  /** Bytes per record seen by the rater and the learners (longer records are truncated). */
+  seqLen: z.number().int().min(4).max(4096).default(64),
+  rater: RaterConfigSchema.default(RaterConfigSchema.parse({})),
+  inner: InnerConfigSchema.default(InnerConfigSchema.parse({})),
+  meta: MetaConfigSchema.default(MetaConfigSchema.parse({})),
+  backend: z.enum(["wasm", "webgpu", "cpu"]).default("wasm"),
+  /** Worker threads the population is spread over (tfjs-wasm is single-threaded per worker). */
+  workers: z.number().int().min(1).max(64).default(1),
+  seed: z.number().int().min(0).default(0),
+  checkpointEvery: z.number().int().min(1).default(50),
+  logEvery: z.number().int().min(1).default(10),
+});
+
+export type DataConfig = z.infer<typeof DataConfigSchema>;
+export type RaterConfig = z.infer<typeof RaterConfigSchema>;
+export type InnerConfig = z.infer<typeof InnerConfigSchema>;
+export type MetaConfig = z.infer<typeof MetaConfigSchema>;
+export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+/** The config as a user writes it: everything with a default may be left out. */
+export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
+
+/** A config that failed validation; `issues` name each field path and what was expected. */
+export class ConfigError extends Error {
+  constructor(
+    readonly issues: { path: string; message: string }[],
+    source = "config",
+  ) {
+    super(
+      `invalid ${source}:\n` +
+        issues.map((i) => `  - ${i.path || "(root)"}: ${i.message}`).join("\n"),
+    );
+    this.name = "ConfigError";
+  }
+}
+
+/** Formats zod issues as `{path, message}` with dotted paths (`meta.population`). */
+export function formatIssues(
+  error: z.ZodError,
+): { path: string; message: string }[] {
+  return error.issues.map((i) => ({
+    path: i.path.map(String).join("."),
+    message: i.message,
+  }));
+}
+
+/** Validates and fills defaults; throws {@link ConfigError} naming every bad field. */
+export function parseTrainConfig(
+  input: unknown,
+  source = "config",
+): TrainConfig {
+  const result = TrainConfigSchema.safeParse(input);
+  if (!result.success) {
+    throw new ConfigError(formatIssues(result.error), source);
+  }
+  return result.data;
+}
+
+/** What the trainer writes to `<output>/progress.json` after each checkpoint. */
+export const TrainerProgressSchema = z.object({
+  step: z.number().int().min(0),
+  totalSteps: z.number().int().min(0),
+  metaLoss: z.number().nullable(),
+  updatedAt: z.string(),
+  phase: z.enum(["training", "exporting", "done"]),
+});
+export type TrainerProgress = z.infer<typeof TrainerProgressSchema>;
+
+/** What the trainer writes to `<output>/artifacts.json` once the rater is exported. */
+export const TrainerArtifactsSchema = z.object({
+  onnx: StorageUriSchema,
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  calibration: z.object({
+    samples: z.number().int().min(0),
+    quantiles: z.array(z.number()),
+  }),
+  finishedAt: z.string(),
+});
+export type TrainerArtifacts = z.infer<typeof TrainerArtifactsSchema>;
+
+/** Well-known object names under a run's `output` prefix. */
+export const RUN_LAYOUT = {
+  progress: "progress.json",
+  artifacts: "artifacts.json",
+  metrics: "metrics.jsonl",
+  checkpoints: "checkpoints/",
+  onnx: "rater.onnx",
+} as const;
+
+/** Joins a prefix URI and a relative name with exactly one slash. */
+export function joinUri(prefix: string, name: string): string {
+  return prefix.replace(/\/+$/, "") + "/" + name.replace(/^\/+/, "");
+}

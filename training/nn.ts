@@ -1,0 +1,222 @@
+/**
+ * The layers the rater and the learners are built from, as pure functions of a flat parameter map.
+ *
+ * Everything here is composed of ops whose gradients are themselves differentiable in TensorFlow.js,
+ * so the meta-gradient can differentiate through the learners' own gradient steps (second order).
+ * Embeddings are one-hot matmuls because tfjs-wasm's `gather` has no gradient kernel.
+ * `training/export-onnx.ts` mirrors these definitions op for op: change both together.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Rng } from "./rng.ts";
+
+/** Parameters by name; names are stable (`l0.attn.wqkv`) and shared with checkpoints and ONNX. */
+export type Params = Record<string, tf.Tensor>;
+/** Parameter values outside any tensor backend, for checkpoints and export. */
+export type ParamArrays = Record<
+  string,
+  { shape: number[]; values: Float32Array }
+>;
+
+export const LN_EPS = 1e-5;
+/** Additive attention bias for masked keys: large enough to zero a softmax, finite for gradients. */
+export const MASK_BIAS = -1e9;
+const INIT_STD = 0.02;
+
+/** Layer normalisation over the last axis. */
+export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const mu = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mu);
+  const variance = tf.mean(tf.mul(xc, xc), -1, true);
+  return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, LN_EPS))), g), b);
+}
+
+/** GELU, tanh approximation (smooth, so finite-difference checks of the meta-gradient hold). */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(
+    tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)),
+    Math.sqrt(2 / Math.PI),
+  );
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/** `x @ w + b` for x of shape [n, in]. */
+export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+  const y = tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D);
+  return b ? tf.add(y, b) : y;
+}
+
+/** Token embedding by one-hot matmul (differentiable on every backend): [n] → [n, d]. */
+export function embed(
+  tokens: tf.Tensor1D,
+  table: tf.Tensor,
+  vocab: number,
+): tf.Tensor {
+  return tf.matMul(oneHotFloat(tokens, vocab), table as tf.Tensor2D);
+}
+
+/**
+ * One-hot rows as float32. tfjs-wasm's OneHot kernel ignores a float32 dtype (it writes integer bit
+ * patterns into a float buffer), so build int32 and cast.
+ */
+export function oneHotFloat(indices: tf.Tensor1D, depth: number): tf.Tensor2D {
+  return tf.cast(tf.oneHot(indices, depth), "float32");
+}
+
+/**
+ * Multi-head self-attention on x [batch*len, d]. `bias` is added to the scores and broadcasts to
+ * [batch, heads, len, len]: a causal mask for the learners, a key-padding mask for the rater.
+ */
+export function selfAttention(
+  x: tf.Tensor,
+  p: Params,
+  prefix: string,
+  batch: number,
+  len: number,
+  heads: number,
+  bias: tf.Tensor,
+): tf.Tensor {
+  const d = x.shape[1]!;
+  const dh = d / heads;
+  const qkv = linear(x, p[`${prefix}.wqkv`], p[`${prefix}.bqkv`]);
+  const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
+    tf.reshape(
+      tf.transpose(tf.reshape(t, [batch, len, heads, dh]), [0, 2, 1, 3]),
+      [
+        batch * heads,
+        len,
+        dh,
+      ],
+    ) as tf.Tensor3D
+  );
+  const scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh));
+  const masked = tf.add(tf.reshape(scores, [batch, heads, len, len]), bias);
+  const attn = tf.reshape(tf.softmax(masked, -1), [
+    batch * heads,
+    len,
+    len,
+  ]) as tf.Tensor3D;
+  const out = tf.reshape(
+    tf.transpose(tf.reshape(tf.matMul(attn, v), [batch, heads, len, dh]), [
+      0,
+      2,
+      1,
+      3,
+    ]),
+    [batch * len, d],
+  );
+  return linear(out, p[`${prefix}.wo`], p[`${prefix}.bo`]);
+}
+
+/** One pre-norm transformer block: x + attn(ln(x)), then + mlp(ln(·)). */
+export function transformerBlock(
+  x: tf.Tensor,
+  p: Params,
+  layer: number,
+  batch: number,
+  len: number,
+  heads: number,
+  bias: tf.Tensor,
+): tf.Tensor {
+  const l = `l${layer}`;
+  const h = tf.add(
+    x,
+    selfAttention(
+      layerNorm(x, p[`${l}.ln1.g`], p[`${l}.ln1.b`]),
+      p,
+      `${l}.attn`,
+      batch,
+      len,
+      heads,
+      bias,
+    ),
+  );
+  const m = linear(
+    gelu(
+      linear(
+        layerNorm(h, p[`${l}.ln2.g`], p[`${l}.ln2.b`]),
+        p[`${l}.mlp.w1`],
+        p[`${l}.mlp.b1`],
+      ),
+    ),
+    p[`${l}.mlp.w2`],
+    p[`${l}.mlp.b2`],
+  );
+  return tf.add(h, m);
+}
+
+/** Shapes of one transformer block's parameters. */
+export function blockShapes(
+  layer: number,
+  d: number,
+  ffn: number,
+): Record<string, number[]> {
+  const l = `l${layer}`;
+  return {
+    [`${l}.ln1.g`]: [d],
+    [`${l}.ln1.b`]: [d],
+    [`${l}.attn.wqkv`]: [d, 3 * d],
+    [`${l}.attn.bqkv`]: [3 * d],
+    [`${l}.attn.wo`]: [d, d],
+    [`${l}.attn.bo`]: [d],
+    [`${l}.ln2.g`]: [d],
+    [`${l}.ln2.b`]: [d],
+    [`${l}.mlp.w1`]: [d, ffn],
+    [`${l}.mlp.b1`]: [ffn],
+    [`${l}.mlp.w2`]: [ffn, d],
+    [`${l}.mlp.b2`]: [d],
+  };
+}
+
+/**
+ * Initial values for named shapes: LayerNorm gains 1, biases 0, matrices N(0, 0.02²) drawn from the
+ * seeded generator (not tfjs's RNG), so a run is reproducible across backends and resumes.
+ */
+export function initArrays(
+  shapes: Record<string, number[]>,
+  rng: Rng,
+): ParamArrays {
+  const out: ParamArrays = {};
+  for (const [name, shape] of Object.entries(shapes)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    let values: Float32Array;
+    if (name.endsWith(".g")) values = new Float32Array(size).fill(1);
+    else if (shape.length === 1) values = new Float32Array(size);
+    else values = rng.normals(size, INIT_STD);
+    out[name] = { shape, values };
+  }
+  return out;
+}
+
+/** Uploads parameter arrays to the active backend. */
+export function toTensors(arrays: ParamArrays): Params {
+  const out: Params = {};
+  for (const [name, { shape, values }] of Object.entries(arrays)) {
+    out[name] = tf.tensor(values, shape, "float32");
+  }
+  return out;
+}
+
+/** Downloads parameters (synchronously where the backend allows; async on WebGPU). */
+export async function toArrays(params: Params): Promise<ParamArrays> {
+  const out: ParamArrays = {};
+  for (const [name, t] of Object.entries(params)) {
+    out[name] = {
+      shape: [...t.shape],
+      values: (await t.data()) as Float32Array,
+    };
+  }
+  return out;
+}
+
+/** Disposes every tensor of a parameter map. */
+export function disposeParams(params: Params): void {
+  for (const t of Object.values(params)) t.dispose();
+}
+
+/** Total number of scalars in a set of shapes. */
+export function countParams(shapes: Record<string, number[]>): number {
+  return Object.values(shapes).reduce(
+    (n, s) => n + s.reduce((a, b) => a * b, 1),
+    0,
+  );
+}

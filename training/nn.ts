@@ -59,7 +59,7 @@ export function embed(
  * patterns into a float buffer), so build int32 and cast.
  */
 export function oneHotFloat(indices: tf.Tensor1D, depth: number): tf.Tensor2D {
-  return tf.cast(tf.oneHot(indices, depth), "float32");
+  return tf.cast(tf.oneHot(indices, depth), "float32") as tf.Tensor2D;
 }
 
 /**

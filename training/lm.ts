@@ -15,7 +15,7 @@ import {
   type ByteBatch,
   LM_INPUT_VOCAB,
   lmInputs,
-} from "./bytes.ts";
+} from "../lib/bytes.ts";
 import {
   blockShapes,
   embed,

@@ -14,7 +14,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { RaterConfig } from "../lib/config.ts";
-import { BYTE_VOCAB, type ByteBatch } from "./bytes.ts";
+import { BYTE_VOCAB, type ByteBatch } from "../lib/bytes.ts";
 import {
   blockShapes,
   embed,

@@ -1,0 +1,278 @@
+/**
+ * Streaming reader and writer of record shards: JSON Lines, optionally gzip (detected by its magic
+ * bytes, not the file name), one object per line with an id field and a text field.
+ *
+ * Memory stays bounded by the longest line, whatever the shard's size.
+ *
+ * @example
+ * ```ts
+ * for await (const r of readRecords("s3://bucket/train/part-0000.jsonl.gz")) {
+ *   console.log(r.line, r.id, r.text.length);
+ * }
+ * ```
+ */
+import { readObject } from "./storage.ts";
+
+/** One record as read, with its 1-based line number in the shard. */
+export interface RecordEntry {
+  line: number;
+  id: string;
+  text: string;
+  /** The whole parsed object (extra fields such as `source` are kept for analysis). */
+  record: Record<string, unknown>;
+  /** The line was not valid UTF-8; `text` has U+FFFD where bytes were invalid. */
+  invalidUtf8: boolean;
+}
+
+/** Why a line is not a usable record. */
+export type RecordErrorKind =
+  | "bad-json"
+  | "not-object"
+  | "missing-id"
+  | "missing-text"
+  | "line-too-long";
+
+/** A line that is not a usable record; says which line and why. */
+export class RecordError extends Error {
+  constructor(
+    readonly line: number,
+    readonly kind: RecordErrorKind,
+    detail: string,
+  ) {
+    super(`line ${line}: ${detail}`);
+    this.name = "RecordError";
+  }
+}
+
+/** Options for {@link readRecords}. */
+export interface ReadRecordsOptions {
+  idField?: string;
+  textField?: string;
+  /** `fail` (default): throw {@link RecordError}; `skip`: report it to `onSkip` and go on. */
+  onInvalid?: "fail" | "skip";
+  onSkip?: (error: RecordError) => void;
+  /** Longest line accepted, in bytes (default 64 MiB). */
+  maxLineBytes?: number;
+}
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+/** Undoes gzip if the stream starts with gzip's magic bytes; passes other bytes through. */
+export async function maybeGunzip(
+  stream: ReadableStream<Uint8Array>,
+): Promise<ReadableStream<Uint8Array>> {
+  const reader = stream.getReader();
+  const head: Uint8Array[] = [];
+  let headLength = 0;
+  while (headLength < 2) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    head.push(value);
+    headLength += value.length;
+  }
+  const first = head.length === 1 ? head[0] : concat(head, headLength);
+  const rest = new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (first.length) controller.enqueue(first);
+    },
+    async pull(controller) {
+      const { value, done } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  const isGzip = first.length >= 2 && first[0] === GZIP_MAGIC[0] &&
+    first[1] === GZIP_MAGIC[1];
+  return isGzip
+    ? rest.pipeThrough(
+      new DecompressionStream("gzip") as TransformStream<
+        Uint8Array,
+        Uint8Array
+      >,
+    )
+    : rest;
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * Splits a byte stream into lines (without the `\n`, and without a trailing `\r`), as bytes.
+ * Yields `[lineNumber, bytes]`; throws if a line exceeds `maxLineBytes`.
+ */
+export async function* splitLines(
+  stream: ReadableStream<Uint8Array>,
+  maxLineBytes = 64 << 20,
+): AsyncGenerator<[number, Uint8Array]> {
+  let carry: Uint8Array[] = [];
+  let carryLength = 0;
+  let line = 0;
+  const finish = (bytes: Uint8Array): Uint8Array =>
+    bytes.length && bytes[bytes.length - 1] === 0x0d
+      ? bytes.subarray(0, bytes.length - 1)
+      : bytes;
+  for await (const chunk of stream) {
+    let start = 0;
+    for (
+      let nl = chunk.indexOf(0x0a, start);
+      nl >= 0;
+      nl = chunk.indexOf(0x0a, start)
+    ) {
+      line++;
+      let bytes = chunk.subarray(start, nl);
+      if (carryLength) {
+        carry.push(bytes);
+        bytes = concat(carry, carryLength + bytes.length);
+        carry = [];
+        carryLength = 0;
+      }
+      if (bytes.length > maxLineBytes) {
+        throw new RecordError(
+          line,
+          "line-too-long",
+          `line longer than ${maxLineBytes} bytes`,
+        );
+      }
+      yield [line, finish(bytes)];
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      // Copy: the stream may reuse its buffer.
+      carry.push(chunk.slice(start));
+      carryLength += chunk.length - start;
+      if (carryLength > maxLineBytes) {
+        throw new RecordError(
+          line + 1,
+          "line-too-long",
+          `line longer than ${maxLineBytes} bytes`,
+        );
+      }
+    }
+  }
+  if (carryLength) yield [line + 1, finish(concat(carry, carryLength))];
+}
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const lenientDecoder = new TextDecoder("utf-8");
+
+/** Parses one JSON line into a record, or explains why it is not one. */
+export function parseRecordLine(
+  line: number,
+  bytes: Uint8Array,
+  idField = "id",
+  textField = "text",
+): RecordEntry {
+  let source: string;
+  let invalidUtf8 = false;
+  try {
+    source = strictDecoder.decode(bytes);
+  } catch {
+    source = lenientDecoder.decode(bytes);
+    invalidUtf8 = true;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(source);
+  } catch (e) {
+    throw new RecordError(
+      line,
+      "bad-json",
+      `not valid JSON (${(e as Error).message})`,
+    );
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new RecordError(
+      line,
+      "not-object",
+      "expected a JSON object per line",
+    );
+  }
+  const record = value as Record<string, unknown>;
+  const id = record[idField];
+  if (
+    typeof id !== "string" && !(typeof id === "number" && Number.isFinite(id))
+  ) {
+    throw new RecordError(
+      line,
+      "missing-id",
+      `field "${idField}" must be a string or number`,
+    );
+  }
+  if (typeof id === "string" && id.length === 0) {
+    throw new RecordError(line, "missing-id", `field "${idField}" is empty`);
+  }
+  const text = record[textField];
+  if (typeof text !== "string") {
+    throw new RecordError(
+      line,
+      "missing-text",
+      `field "${textField}" must be a string`,
+    );
+  }
+  // JSON's \uXXXX escapes can carry lone surrogates: count those as invalid UTF-8 too.
+  if (!invalidUtf8 && !text.isWellFormed()) invalidUtf8 = true;
+  return { line, id: String(id), text, record, invalidUtf8 };
+}
+
+/**
+ * Streams the records of a shard (a URI or a byte stream). Blank lines are ignored. Invalid lines
+ * throw {@link RecordError} with the line number, or are skipped and reported with `onInvalid: "skip"`.
+ */
+export async function* readRecords(
+  source: string | ReadableStream<Uint8Array>,
+  options: ReadRecordsOptions = {},
+): AsyncGenerator<RecordEntry> {
+  const { idField = "id", textField = "text", onInvalid = "fail", onSkip } =
+    options;
+  const raw = typeof source === "string" ? await readObject(source) : source;
+  const stream = await maybeGunzip(raw);
+  for await (const [line, bytes] of splitLines(stream, options.maxLineBytes)) {
+    if (bytes.length === 0 || isBlank(bytes)) continue;
+    try {
+      yield parseRecordLine(line, bytes, idField, textField);
+    } catch (e) {
+      if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
+      onSkip?.(e);
+    }
+  }
+}
+
+function isBlank(bytes: Uint8Array): boolean {
+  for (const b of bytes) {
+    if (b !== 0x20 && b !== 0x09 && b !== 0x0d) return false;
+  }
+  return true;
+}
+
+/** Records as JSON Lines text (one object per line, trailing newline). */
+export function encodeJsonl(records: Iterable<unknown>): string {
+  let out = "";
+  for (const r of records) out += JSON.stringify(r) + "\n";
+  return out;
+}
+
+/** Gzip-compresses bytes or text. */
+export async function gzip(data: Uint8Array | string): Promise<Uint8Array> {
+  const bytes = typeof data === "string"
+    ? new TextEncoder().encode(data)
+    : data;
+  const stream = new Blob([bytes as BlobPart]).stream().pipeThrough(
+    new CompressionStream("gzip"),
+  );
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** Records as gzip-compressed JSON Lines. */
+export function encodeJsonlGz(records: Iterable<unknown>): Promise<Uint8Array> {
+  return gzip(encodeJsonl(records));
+}

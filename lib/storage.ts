@@ -453,7 +453,10 @@ async function* walk(dir: string): AsyncGenerator<string> {
  * Every object whose URI starts with `prefix`, in key order (S3 listings are paged transparently).
  * `s3://b/shards/` lists the "folder"; `s3://b/shards/part-` lists names starting with `part-`.
  */
-export async function* list(prefix: string): AsyncGenerator<ObjectInfo> {
+export async function* list(
+  prefix: string,
+  options: { pageSize?: number } = {},
+): AsyncGenerator<ObjectInfo> {
   const loc = parseUri(prefix);
   if (loc.scheme === "file") {
     const isDir = loc.path.endsWith("/");

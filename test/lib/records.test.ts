@@ -1,0 +1,121 @@
+import { expect, test } from "vitest";
+import {
+  encodeJsonl,
+  encodeJsonlGz,
+  readRecords,
+  RecordError,
+  splitLines,
+} from "../../lib/records.ts";
+
+function streamOf(
+  ...chunks: (string | Uint8Array)[]
+): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  return new ReadableStream({
+    start(c) {
+      for (const ch of chunks) {
+        c.enqueue(typeof ch === "string" ? enc.encode(ch) : ch);
+      }
+      c.close();
+    },
+  });
+}
+
+test("reads plain and gzip JSON Lines alike (gzip detected by magic bytes)", async () => {
+  const records = [{ id: "a", text: "one" }, {
+    id: 2,
+    text: "two",
+    source: "x",
+  }];
+  const plain = await Array.fromAsync(
+    readRecords(streamOf(encodeJsonl(records))),
+  );
+  const gz = await Array.fromAsync(
+    readRecords(streamOf(await encodeJsonlGz(records))),
+  );
+  expect(plain.map((r) => [r.line, r.id, r.text])).toEqual([[1, "a", "one"], [
+    2,
+    "2",
+    "two",
+  ]]);
+  expect(gz.map((r) => [r.line, r.id, r.text])).toEqual([[1, "a", "one"], [
+    2,
+    "2",
+    "two",
+  ]]);
+  expect(gz[1].record.source).toBe("x");
+});
+
+test("joins lines split across chunks and strips CRLF", async () => {
+  const lines = await Array.fromAsync(
+    splitLines(streamOf('{"id":1,', '"text":"a"}\r\n{"id"', ':2,"text":"b"}')),
+  );
+  expect(lines.map(([n, b]) => [n, new TextDecoder().decode(b)])).toEqual([
+    [1, '{"id":1,"text":"a"}'],
+    [2, '{"id":2,"text":"b"}'],
+  ]);
+});
+
+test("malformed lines fail with their line number and kind", async () => {
+  const cases: [string, string][] = [
+    ['{"id":1,"text":"ok"}\n{bad json\n', "bad-json"],
+    ['{"id":1,"text":"ok"}\n[1,2]\n', "not-object"],
+    ['{"id":1,"text":"ok"}\n{"text":"no id"}\n', "missing-id"],
+    ['{"id":1,"text":"ok"}\n{"id":3}\n', "missing-text"],
+  ];
+  for (const [body, kind] of cases) {
+    const err = await Array.fromAsync(readRecords(streamOf(body))).catch((e) =>
+      e
+    );
+    expect(err).toBeInstanceOf(RecordError);
+    expect(err.kind).toBe(kind);
+    expect(err.line).toBe(2);
+    expect(err.message).toMatch(/^line 2: /);
+  }
+});
+
+test("skip mode reports each bad line and yields the good ones", async () => {
+  const skipped: RecordError[] = [];
+  const body = '{"id":1,"text":"a"}\nnope\n\n{"id":2,"text":"b"}\n{"id":3}\n';
+  const got = await Array.fromAsync(
+    readRecords(streamOf(body), {
+      onInvalid: "skip",
+      onSkip: (e) => skipped.push(e),
+    }),
+  );
+  expect(got.map((r) => r.id)).toEqual(["1", "2"]);
+  expect(skipped.map((e) => [e.line, e.kind])).toEqual([[2, "bad-json"], [
+    5,
+    "missing-text",
+  ]]);
+});
+
+test("invalid UTF-8 is flagged, not fatal, and custom field names work", async () => {
+  const bad = new Uint8Array([
+    ...new TextEncoder().encode('{"key":"k","body":"a'),
+    0xff,
+    ...new TextEncoder().encode('b"}\n'),
+  ]);
+  const [r] = await Array.fromAsync(
+    readRecords(streamOf(bad), { idField: "key", textField: "body" }),
+  );
+  expect(r.id).toBe("k");
+  expect(r.invalidUtf8).toBe(true);
+  expect(r.text).toBe("a\uFFFDb");
+});
+
+test("an over-long line is refused rather than buffered without bound", async () => {
+  const err = await Array.fromAsync(
+    readRecords(streamOf('{"id":1,"text":"' + "x".repeat(1000) + '"}\n'), {
+      maxLineBytes: 100,
+    }),
+  ).catch((e) => e);
+  expect(err).toBeInstanceOf(RecordError);
+  expect(err.kind).toBe("line-too-long");
+});
+
+test("an empty shard yields no records", async () => {
+  expect(await Array.fromAsync(readRecords(streamOf("")))).toEqual([]);
+  expect(await Array.fromAsync(readRecords(streamOf(await encodeJsonlGz([])))))
+    .toEqual([]);
+});

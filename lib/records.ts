@@ -118,9 +118,7 @@ export async function* splitLines(
   let carryLength = 0;
   let line = 0;
   const finish = (bytes: Uint8Array): Uint8Array =>
-    bytes.length && bytes[bytes.length - 1] === 0x0d
-      ? bytes.subarray(0, bytes.length - 1)
-      : bytes;
+    bytes.length && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
   for await (const chunk of stream) {
     let start = 0;
     for (
@@ -232,8 +230,7 @@ export async function* readRecords(
   source: string | ReadableStream<Uint8Array>,
   options: ReadRecordsOptions = {},
 ): AsyncGenerator<RecordEntry> {
-  const { idField = "id", textField = "text", onInvalid = "fail", onSkip } =
-    options;
+  const { idField = "id", textField = "text", onInvalid = "fail", onSkip } = options;
   const raw = typeof source === "string" ? await readObject(source) : source;
   const stream = await maybeGunzip(raw);
   for await (const [line, bytes] of splitLines(stream, options.maxLineBytes)) {
@@ -263,9 +260,7 @@ export function encodeJsonl(records: Iterable<unknown>): string {
 
 /** Gzip-compresses bytes or text. */
 export async function gzip(data: Uint8Array | string): Promise<Uint8Array> {
-  const bytes = typeof data === "string"
-    ? new TextEncoder().encode(data)
-    : data;
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const stream = new Blob([bytes as BlobPart]).stream().pipeThrough(
     new CompressionStream("gzip"),
   );

@@ -67,9 +67,7 @@ export async function startS3Server(
       if (done) {
         const err = await new Response(child.stderr).text();
         throw new Error(
-          `embedded S3 server exited before listening: ${
-            err.trim() || "no output"
-          }`,
+          `embedded S3 server exited before listening: ${err.trim() || "no output"}`,
         );
       }
       buffered += value;

@@ -223,9 +223,7 @@ function stripQuotes(etag: string | undefined): string | null {
 }
 
 function fileEtag(stat: Deno.FileInfo): string {
-  return `${stat.size.toString(16)}-${
-    Math.floor(stat.mtime?.getTime() ?? 0).toString(16)
-  }`;
+  return `${stat.size.toString(16)}-${Math.floor(stat.mtime?.getTime() ?? 0).toString(16)}`;
 }
 
 /** Opens an object as a byte stream. Throws {@link NotFoundError} if it is missing. */
@@ -481,6 +479,7 @@ export async function* list(
           Bucket: loc.bucket,
           Prefix: loc.key,
           ContinuationToken: token,
+          MaxKeys: options.pageSize,
         }),
       );
     } catch (e) {

@@ -10,12 +10,7 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
-import {
-  BYTE_VOCAB,
-  type ByteBatch,
-  LM_INPUT_VOCAB,
-  lmInputs,
-} from "../lib/bytes.ts";
+import { BYTE_VOCAB, type ByteBatch, LM_INPUT_VOCAB, lmInputs } from "../lib/bytes.ts";
 import {
   blockShapes,
   embed,

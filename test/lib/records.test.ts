@@ -64,9 +64,7 @@ test("malformed lines fail with their line number and kind", async () => {
     ['{"id":1,"text":"ok"}\n{"id":3}\n', "missing-text"],
   ];
   for (const [body, kind] of cases) {
-    const err = await Array.fromAsync(readRecords(streamOf(body))).catch((e) =>
-      e
-    );
+    const err = await Array.fromAsync(readRecords(streamOf(body))).catch((e) => e);
     expect(err).toBeInstanceOf(RecordError);
     expect(err.kind).toBe(kind);
     expect(err.line).toBe(2);

@@ -1,0 +1,575 @@
+/**
+ * Filter manifest v1: the scoring function's output and the downstream trainer's input.
+ *
+ * A manifest is JSON Lines. Line 1 is a {@link ManifestHeader} (kind and version, the model's URI
+ * and sha256, the input shard's URI, ETag and sha256, the policy and the threshold it resolved to,
+ * counts and a score summary). Then one {@link ManifestEntry} `{"id","line","score","keep"}` per
+ * scored record, in input order. `line` (the record's 1-based line in the shard, an addition to the
+ * design's `{id, score, keep}`) lets a reader join manifest and shard exactly even when invalid
+ * lines were skipped.
+ *
+ * Writing: {@link ManifestSpool} spools entries to a temporary file (memory stays bounded whatever
+ * the shard size) and streams header + entries once the whole shard is scored. Reading:
+ * {@link readManifestHeader}, {@link readManifestEntries}, {@link keptIds}, {@link keptRecords}
+ * (a streaming join with the shard) and {@link verifyManifest}.
+ *
+ * @example
+ * ```ts
+ * const header = await readManifestHeader("s3://b/manifests/part-0000.manifest.jsonl");
+ * console.log(header.counts.kept, "of", header.counts.records);
+ * for await (const r of keptRecords("s3://b/manifests/part-0000.manifest.jsonl")) train(r.text);
+ * ```
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { readRecords, type RecordEntry, splitLines } from "./records.ts";
+import { readObject, stat } from "./storage.ts";
+
+/** `kind` of every manifest header. */
+export const MANIFEST_KIND = "datarater.manifest";
+/** The manifest format version this module writes and reads. */
+export const MANIFEST_VERSION = 1;
+
+const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "expected a lowercase hex sha256");
+
+/**
+ * How keep/drop is decided. `keepFraction`: one global raw-score threshold from the model's
+ * calibration, keeping that fraction of the reference distribution. `threshold`: keep iff
+ * `score >= threshold`. `topK`: the paper's per-record top-K-of-B acceptance probability of the
+ * record's calibrated percentile, decided by a uniform draw seeded by the record id.
+ */
+export const PolicySchema = z.discriminatedUnion("kind", [
+  z.object({
+    kind: z.literal("keepFraction"),
+    fraction: z.number().min(0).max(1),
+  }).strict(),
+  z.object({
+    kind: z.literal("threshold"),
+    threshold: z.number().refine(Number.isFinite, "threshold must be a finite number"),
+  }).strict(),
+  z.object({
+    kind: z.literal("topK"),
+    k: z.number().int().min(1),
+    b: z.number().int().min(1).max(1_000_000),
+    seed: z.number().int().min(0).max(0xffffffff).default(0),
+  }).strict().refine((p) => p.k <= p.b, { message: "k must be <= b", path: ["k"] }),
+]);
+export type Policy = z.infer<typeof PolicySchema>;
+
+/** Names of the id and text fields in the shard's records. */
+export const FieldsSchema = z.object({
+  id: z.string().min(1).default("id"),
+  text: z.string().min(1).default("text"),
+}).strict();
+export type Fields = z.infer<typeof FieldsSchema>;
+
+/** Summary of the scores in one manifest (null fields when no record was scored). */
+export const ScoreSummarySchema = z.object({
+  min: z.number().nullable(),
+  max: z.number().nullable(),
+  mean: z.number().nullable(),
+  /** Scores at percentiles 0, 10, …, 100 (exact up to `sampleSize` records, else from a sample). */
+  deciles: z.array(z.number()).length(11).nullable(),
+  /** How many scores the deciles were computed from (a uniform reservoir sample when < records). */
+  sampleSize: z.number().int().min(0),
+});
+export type ScoreSummary = z.infer<typeof ScoreSummarySchema>;
+
+/** The first line of a manifest. */
+export const ManifestHeaderSchema = z.object({
+  kind: z.literal(MANIFEST_KIND),
+  version: z.literal(MANIFEST_VERSION),
+  createdAt: z.string(),
+  model: z.object({
+    uri: z.string(),
+    sha256: Sha256Schema,
+    /** The export's `datarater.format` metadata. */
+    format: z.string(),
+    /** Bytes of each record the model sees (the tokenizer's maxLength). */
+    maxLength: z.number().int().min(1),
+  }),
+  input: z.object({
+    uri: z.string(),
+    /** The shard's ETag when it was read (null where the store gives none). */
+    etag: z.string().nullable(),
+    /** sha256 of the shard's stored bytes (compressed bytes for a gzip shard). */
+    sha256: Sha256Schema,
+    size: z.number().int().min(0),
+  }),
+  fields: FieldsSchema,
+  onInvalid: z.enum(["fail", "skip"]),
+  policy: PolicySchema,
+  /** Raw-score threshold applied (keep iff score >= threshold); null for `topK`. */
+  threshold: z.number().nullable(),
+  counts: z.object({
+    /** Records scored (= entry lines). */
+    records: z.number().int().min(0),
+    kept: z.number().int().min(0),
+    dropped: z.number().int().min(0),
+    /** Lines skipped as invalid (`onInvalid: "skip"`): bad JSON, missing fields, bad UTF-8, duplicate ids. */
+    skippedInvalid: z.number().int().min(0),
+  }),
+  /** The first skipped lines and why (at most {@link MAX_REPORTED_INVALID}). */
+  invalid: z.array(z.object({ line: z.number().int(), error: z.string() })),
+  scores: ScoreSummarySchema,
+});
+export type ManifestHeader = z.infer<typeof ManifestHeaderSchema>;
+
+/** One scored record. */
+export const ManifestEntrySchema = z.object({
+  id: z.string(),
+  line: z.number().int().min(1),
+  score: z.number(),
+  keep: z.boolean(),
+});
+export type ManifestEntry = z.infer<typeof ManifestEntrySchema>;
+
+/** Skipped lines listed in a header (the count is always exact). */
+export const MAX_REPORTED_INVALID = 100;
+
+/** The manifest is malformed, or does not match the shard it claims to describe. */
+export class ManifestError extends Error {
+  constructor(message: string, readonly uri: string) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+/** The shard's bytes are not the ones the manifest was written for. */
+export class ManifestMismatchError extends ManifestError {
+  constructor(message: string, uri: string) {
+    super(message, uri);
+    this.name = "ManifestMismatchError";
+  }
+}
+
+function formatZodIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
+}
+
+/** Validates a parsed header; throws {@link ManifestError} saying which fields are wrong. */
+export function parseManifestHeader(value: unknown, uri = "(manifest)"): ManifestHeader {
+  const parsed = ManifestHeaderSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new ManifestError(
+      `${uri} does not start with a manifest v1 header: ${formatZodIssues(parsed.error)}`,
+      uri,
+    );
+  }
+  return parsed.data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/**
+ * Running score statistics in bounded memory: exact min/max/mean, and deciles from a uniform
+ * reservoir sample (exact while the shard has at most `sampleSize` records). The reservoir uses a
+ * fixed-seed generator so the same shard gives the same summary.
+ */
+export class ScoreSummaryBuilder {
+  #count = 0;
+  #sum = 0;
+  #min = Infinity;
+  #max = -Infinity;
+  #sample: Float64Array;
+  #filled = 0;
+  #rng = 0x9e3779b9;
+
+  constructor(readonly sampleSize = 10_000) {
+    this.#sample = new Float64Array(sampleSize);
+  }
+
+  /** Adds one score. */
+  add(score: number): void {
+    this.#count++;
+    this.#sum += score;
+    if (score < this.#min) this.#min = score;
+    if (score > this.#max) this.#max = score;
+    if (this.#filled < this.sampleSize) {
+      this.#sample[this.#filled++] = score;
+      return;
+    }
+    const j = Math.floor(this.#random() * this.#count);
+    if (j < this.sampleSize) this.#sample[j] = score;
+  }
+
+  #random(): number {
+    // xorshift32: enough for reservoir replacement, and reproducible.
+    let x = this.#rng;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#rng = x >>> 0;
+    return this.#rng / 4294967296;
+  }
+
+  /** The summary so far. */
+  summary(): ScoreSummary {
+    if (this.#count === 0) {
+      return { min: null, max: null, mean: null, deciles: null, sampleSize: 0 };
+    }
+    const sorted = this.#sample.slice(0, this.#filled).sort();
+    const deciles: number[] = [];
+    for (let i = 0; i <= 10; i++) {
+      const h = (sorted.length - 1) * (i / 10);
+      const lo = Math.floor(h);
+      const hi = Math.min(lo + 1, sorted.length - 1);
+      deciles.push(sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]));
+    }
+    return {
+      min: this.#min,
+      max: this.#max,
+      mean: this.#sum / this.#count,
+      deciles,
+      sampleSize: this.#filled,
+    };
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Spools manifest entries to a temporary file so memory stays bounded, then streams the finished
+ * manifest (header line, then the entries) for a single create-only write. Nothing is visible in
+ * storage until that write, so a crash mid-shard leaves no partial manifest.
+ *
+ * @example
+ * ```ts
+ * const spool = await ManifestSpool.create();
+ * try {
+ *   await spool.add({ id: "a", line: 1, score: 0.3, keep: true });
+ *   await writeObject(uri, spool.stream(header), { ifNoneMatch: "*" });
+ * } finally {
+ *   await spool.dispose();
+ * }
+ * ```
+ */
+export class ManifestSpool {
+  #file: Deno.FsFile;
+  #pending: string[] = [];
+  #pendingChars = 0;
+  #bytes = 0;
+  #entries = 0;
+
+  private constructor(readonly path: string, file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /** Opens a spool in the system's temporary folder (or `dir`). */
+  static async create(dir?: string): Promise<ManifestSpool> {
+    const path = await Deno.makeTempFile({ dir, prefix: "datarater-manifest-", suffix: ".jsonl" });
+    const file = await Deno.open(path, { write: true, read: true });
+    return new ManifestSpool(path, file);
+  }
+
+  /** Entries added so far. */
+  get entries(): number {
+    return this.#entries;
+  }
+
+  /** Appends one entry (buffered; flushed to disk every ~256 KiB). */
+  async add(entry: ManifestEntry): Promise<void> {
+    const line = JSON.stringify({
+      id: entry.id,
+      line: entry.line,
+      score: entry.score,
+      keep: entry.keep,
+    }) + "\n";
+    this.#pending.push(line);
+    this.#pendingChars += line.length;
+    this.#entries++;
+    if (this.#pendingChars >= 256 * 1024) await this.flush();
+  }
+
+  /** Writes buffered entries to the spool file. */
+  async flush(): Promise<void> {
+    if (!this.#pending.length) return;
+    const bytes = encoder.encode(this.#pending.join(""));
+    this.#pending = [];
+    this.#pendingChars = 0;
+    let written = 0;
+    while (written < bytes.length) written += await this.#file.write(bytes.subarray(written));
+    this.#bytes += bytes.length;
+  }
+
+  /** Size in bytes of the manifest {@link stream} will produce for `header`. */
+  async byteLength(header: ManifestHeader): Promise<number> {
+    await this.flush();
+    return encoder.encode(JSON.stringify(header) + "\n").length + this.#bytes;
+  }
+
+  /** The complete manifest: header line, then every entry in the order added. */
+  stream(header: ManifestHeader): ReadableStream<Uint8Array> {
+    const headerBytes = encoder.encode(JSON.stringify(parseManifestHeader(header)) + "\n");
+    let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+    const spool = this;
+    return new ReadableStream<Uint8Array>({
+      async start(controller) {
+        await spool.flush();
+        controller.enqueue(headerBytes);
+      },
+      async pull(controller) {
+        if (!reader) {
+          const file = await Deno.open(spool.path, { read: true });
+          reader = file.readable.getReader();
+        }
+        const { value, done } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      async cancel(reason) {
+        await reader?.cancel(reason);
+      },
+    });
+  }
+
+  /** Closes and deletes the spool file. */
+  async dispose(): Promise<void> {
+    try {
+      this.#file.close();
+    } catch { /* already closed */ }
+    await Deno.remove(this.path).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+async function* manifestLines(
+  uri: string,
+): AsyncGenerator<[number, string]> {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const stream = await readObject(uri);
+  for await (const [line, bytes] of splitLines(stream)) {
+    if (bytes.length === 0) continue;
+    let text: string;
+    try {
+      text = decoder.decode(bytes);
+    } catch {
+      throw new ManifestError(`${uri} line ${line} is not valid UTF-8`, uri);
+    }
+    yield [line, text];
+  }
+}
+
+function parseJsonLine(uri: string, line: number, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ManifestError(`${uri} line ${line}: not valid JSON (${(e as Error).message})`, uri);
+  }
+}
+
+/** Reads only the header (the first line) of a manifest. */
+export async function readManifestHeader(uri: string): Promise<ManifestHeader> {
+  const lines = manifestLines(uri);
+  try {
+    const first = await lines.next();
+    if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
+    const [line, text] = first.value;
+    return parseManifestHeader(parseJsonLine(uri, line, text), uri);
+  } finally {
+    await lines.return(undefined); // cancels the rest of the download
+  }
+}
+
+/**
+ * Opens a manifest: its header, and its entries as a stream in input order. Entries are
+ * validated as they are read, and the total is checked against the header's count.
+ */
+export async function readManifest(
+  uri: string,
+): Promise<{ header: ManifestHeader; entries: AsyncGenerator<ManifestEntry> }> {
+  const lines = manifestLines(uri);
+  const first = await lines.next();
+  if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
+  const header = parseManifestHeader(parseJsonLine(uri, first.value[0], first.value[1]), uri);
+  async function* entries(): AsyncGenerator<ManifestEntry> {
+    let count = 0;
+    let lastLine = 0;
+    try {
+      for await (const [line, text] of lines) {
+        const parsed = ManifestEntrySchema.safeParse(parseJsonLine(uri, line, text));
+        if (!parsed.success) {
+          throw new ManifestError(
+            `${uri} line ${line}: not a manifest entry (${formatZodIssues(parsed.error)})`,
+            uri,
+          );
+        }
+        if (parsed.data.line <= lastLine) {
+          throw new ManifestError(
+            `${uri} line ${line}: entries are out of input order (shard line ${parsed.data.line} after ${lastLine})`,
+            uri,
+          );
+        }
+        lastLine = parsed.data.line;
+        count++;
+        yield parsed.data;
+      }
+    } finally {
+      await lines.return(undefined);
+    }
+    if (count !== header.counts.records) {
+      throw new ManifestError(
+        `${uri} is truncated or corrupt: ${count} entries but the header counts ${header.counts.records}`,
+        uri,
+      );
+    }
+  }
+  return { header, entries: entries() };
+}
+
+/** Every entry of a manifest, in input order (streaming). */
+export async function* readManifestEntries(uri: string): AsyncGenerator<ManifestEntry> {
+  const { entries } = await readManifest(uri);
+  yield* entries;
+}
+
+/** Ids of the kept records, in input order (streaming; the shard is not read). */
+export async function* keptIds(uri: string): AsyncGenerator<string> {
+  for await (const e of readManifestEntries(uri)) if (e.keep) yield e.id;
+}
+
+/** A kept record with its manifest entry. */
+export interface KeptRecord extends RecordEntry {
+  score: number;
+}
+
+/** Options for {@link keptRecords}. */
+export interface KeptRecordsOptions {
+  /** The shard to join (default: the header's input URI). */
+  shard?: string;
+  /**
+   * Check the shard against the header: by ETag when it matches, else by hashing the bytes as
+   * they stream (a mismatch is thrown at the end). Default true.
+   */
+  verify?: boolean;
+}
+
+/** Passes a byte stream through while computing its sha256 (hex) and length. */
+export function hashingStream(
+  stream: ReadableStream<Uint8Array>,
+): { stream: ReadableStream<Uint8Array>; digest: () => string; size: () => number } {
+  const hash = createHash("sha256");
+  let size = 0;
+  let digest: string | null = null;
+  return {
+    stream: stream.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          hash.update(chunk);
+          size += chunk.length;
+          controller.enqueue(chunk);
+        },
+      }),
+    ),
+    digest: () => (digest ??= hash.digest("hex")),
+    size: () => size,
+  };
+}
+
+/**
+ * The kept records of a shard, streaming: joins the manifest with the shard in input order (each
+ * entry's line and id must match the shard's record, or {@link ManifestMismatchError} is thrown).
+ *
+ * @example
+ * ```ts
+ * for await (const r of keptRecords(manifestUri)) batch.push(r.text);
+ * ```
+ */
+export async function* keptRecords(
+  manifestUri: string,
+  options: KeptRecordsOptions = {},
+): AsyncGenerator<KeptRecord> {
+  const { header, entries } = await readManifest(manifestUri);
+  const shard = options.shard ?? header.input.uri;
+  const verify = options.verify ?? true;
+  let hashed: ReturnType<typeof hashingStream> | null = null;
+  let raw = await readObject(shard);
+  if (verify) {
+    const info = await stat(shard);
+    const etagMatches = info?.etag != null && info.etag === header.input.etag;
+    if (!etagMatches) {
+      hashed = hashingStream(raw);
+      raw = hashed.stream;
+    }
+  }
+  const records = readRecords(raw, {
+    idField: header.fields.id,
+    textField: header.fields.text,
+    onInvalid: "skip", // lines the scorer skipped have no entry; the join below skips them too
+  });
+  const mismatch = (why: string) =>
+    new ManifestMismatchError(
+      `manifest ${manifestUri} does not match shard ${shard}: ${why}`,
+      manifestUri,
+    );
+  try {
+    for await (const entry of entries) {
+      let record: RecordEntry | undefined;
+      // Records without an entry were skipped by the scorer (invalid or duplicate): skip them too.
+      for (;;) {
+        const next = await records.next();
+        if (next.done) throw mismatch(`the shard ends before line ${entry.line}`);
+        if (next.value.line < entry.line) continue;
+        record = next.value;
+        break;
+      }
+      if (record.line !== entry.line || record.id !== entry.id) {
+        throw mismatch(
+          `entry for id ${JSON.stringify(entry.id)} at line ${entry.line}, shard has ` +
+            `id ${JSON.stringify(record.id)} at line ${record.line}`,
+        );
+      }
+      if (entry.keep) yield { ...record, score: entry.score };
+    }
+    if (hashed) {
+      for await (const _ of records) { /* drain so the whole shard is hashed */ }
+      if (hashed.digest() !== header.input.sha256) {
+        throw mismatch(
+          `sha256 ${hashed.digest()} differs from the header's ${header.input.sha256}`,
+        );
+      }
+    }
+  } finally {
+    await records.return(undefined);
+  }
+}
+
+/** How a shard was checked against its manifest. */
+export interface VerifyResult {
+  ok: boolean;
+  /** `etag`: the stored ETag equals the header's; `sha256`: the bytes were hashed. */
+  method: "etag" | "sha256";
+  shard: string;
+  /** Why it does not match (when `ok` is false). */
+  reason?: string;
+}
+
+/**
+ * Checks that a shard is the one a manifest describes: by ETag when the store's ETag equals the
+ * header's (cheap), else by hashing the shard's bytes (streaming). Never throws for a mismatch:
+ * read `ok` and `reason`. A missing shard throws the storage's `NotFoundError`.
+ */
+export async function verifyManifest(
+  manifestUri: string,
+  options: { shard?: string; header?: ManifestHeader } = {},
+): Promise<VerifyResult> {
+  const header = options.header ?? await readManifestHeader(manifestUri);
+  const shard = options.shard ?? header.input.uri;
+  const info = await stat(shard);
+  if (info && info.etag != null && info.etag === header.input.etag) {
+    return { ok: true, method: "etag", shard };
+  }
+  const hashed = hashingStream(await readObject(shard));
+  for await (const _ of hashed.stream) { /* hash every byte */ }
+  if (hashed.digest() === header.input.sha256) return { ok: true, method: "sha256", shard };
+  return {
+    ok: false,
+    method: "sha256",
+    shard,
+    reason: `sha256 ${hashed.digest()} (${hashed.size()} bytes) differs from the header's ` +
+      `${header.input.sha256} (${header.input.size} bytes)`,
+  };
+}

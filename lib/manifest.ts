@@ -303,15 +303,16 @@ export class ManifestSpool {
   stream(header: ManifestHeader): ReadableStream<Uint8Array> {
     const headerBytes = encoder.encode(JSON.stringify(parseManifestHeader(header)) + "\n");
     let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
-    const spool = this;
+    const flush = () => this.flush();
+    const path = this.path;
     return new ReadableStream<Uint8Array>({
       async start(controller) {
-        await spool.flush();
+        await flush();
         controller.enqueue(headerBytes);
       },
       async pull(controller) {
         if (!reader) {
-          const file = await Deno.open(spool.path, { read: true });
+          const file = await Deno.open(path, { read: true });
           reader = file.readable.getReader();
         }
         const { value, done } = await reader.read();

@@ -1,0 +1,100 @@
+/**
+ * The inference worker: owns the onnxruntime-node sessions and runs them off the main event loop
+ * (`session.run()` blocks its thread for hundreds of milliseconds on a large batch, which would
+ * stall `/healthz` and every other request if it ran on the main thread).
+ *
+ * Protocol (see {@link WorkerRequest} / {@link WorkerReply}): `load` validates a model's DataRater
+ * metadata and opens a session keyed by the model's sha256; `score` runs one encoded batch;
+ * `unload` closes a session. Replies carry the request's `id`.
+ */
+import * as ort from "onnxruntime-node";
+import {
+  MASK_INPUT,
+  type RaterMetadata,
+  readRaterMetadata,
+  SCORES_OUTPUT,
+  TOKENS_INPUT,
+} from "../training/export-onnx.ts";
+
+/** A message to the worker. */
+export type WorkerRequest =
+  | { id: number; type: "load"; digest: string; bytes: Uint8Array; threads: number }
+  | {
+    id: number;
+    type: "score";
+    digest: string;
+    tokens: Int32Array;
+    mask: Float32Array;
+    batch: number;
+    seqLen: number;
+  }
+  | { id: number; type: "unload"; digest: string };
+
+/** The worker's answer to one request. */
+export type WorkerReply =
+  | { id: number; ok: true; metadata?: RaterMetadata; scores?: Float32Array; seconds?: number }
+  | { id: number; ok: false; error: { name: string; message: string } };
+
+const sessions = new Map<string, ort.InferenceSession>();
+
+async function handle(msg: WorkerRequest): Promise<WorkerReply> {
+  switch (msg.type) {
+    case "load": {
+      // Validate before opening a session: a non-DataRater model gets a precise reason.
+      const metadata = readRaterMetadata(msg.bytes);
+      if (!sessions.has(msg.digest)) {
+        const session = await ort.InferenceSession.create(msg.bytes, {
+          intraOpNumThreads: msg.threads,
+          interOpNumThreads: 1,
+          executionMode: "sequential",
+          graphOptimizationLevel: "all",
+        });
+        sessions.set(msg.digest, session);
+      }
+      return { id: msg.id, ok: true, metadata };
+    }
+    case "score": {
+      const session = sessions.get(msg.digest);
+      if (!session) {
+        return {
+          id: msg.id,
+          ok: false,
+          error: { name: "ModelNotLoadedError", message: `model ${msg.digest} is not loaded` },
+        };
+      }
+      const start = performance.now();
+      const out = await session.run({
+        [TOKENS_INPUT]: new ort.Tensor("int32", msg.tokens, [msg.batch, msg.seqLen]),
+        [MASK_INPUT]: new ort.Tensor("float32", msg.mask, [msg.batch, msg.seqLen]),
+      });
+      const scores = new Float32Array(out[SCORES_OUTPUT].data as Float32Array);
+      out[SCORES_OUTPUT].dispose();
+      return { id: msg.id, ok: true, scores, seconds: (performance.now() - start) / 1000 };
+    }
+    case "unload": {
+      await sessions.get(msg.digest)?.release();
+      sessions.delete(msg.digest);
+      return { id: msg.id, ok: true };
+    }
+  }
+}
+
+const scope = self as unknown as {
+  onmessage: ((e: MessageEvent<WorkerRequest>) => void) | null;
+  postMessage(message: WorkerReply, transfer?: Transferable[]): void;
+};
+
+scope.onmessage = async (e) => {
+  let reply: WorkerReply;
+  try {
+    reply = await handle(e.data);
+  } catch (err) {
+    const error = err as Error;
+    reply = {
+      id: e.data.id,
+      ok: false,
+      error: { name: error?.name ?? "Error", message: error?.message ?? String(err) },
+    };
+  }
+  scope.postMessage(reply, reply.ok && reply.scores ? [reply.scores.buffer as ArrayBuffer] : []);
+};

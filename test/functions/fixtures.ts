@@ -1,0 +1,97 @@
+/**
+ * Test fixtures for the scoring function: real DataRater ONNX exports (random weights, calibrated
+ * on their own scores of a reference sample, as a trained export is) and record shards.
+ */
+import * as ort from "onnxruntime-node";
+import { encodeBatch } from "../../lib/bytes.ts";
+import { quantileCalibration, type ScoreCalibration } from "../../lib/calibration.ts";
+import { RaterConfigSchema } from "../../lib/config.ts";
+import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
+import { initRaterArrays } from "../../training/rater.ts";
+import { Rng } from "../../training/rng.ts";
+
+/** A calibrated DataRater export and its digest. */
+export interface TestModel {
+  bytes: Uint8Array;
+  sha256: string;
+  calibration: ScoreCalibration;
+  seqLen: number;
+}
+
+/** Varied reference texts: prose-like, numeric, repeated characters, empty. */
+export function referenceTexts(n: number, seed = 7): string[] {
+  const rng = new Rng(seed);
+  const words = ["the", "rater", "scores", "records", "data", "of", "junk", "and", "clean", "text"];
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = 1 + Math.floor(rng.next() * 40);
+    const parts: string[] = [];
+    for (let j = 0; j < len; j++) {
+      const r = rng.next();
+      parts.push(
+        r < 0.7
+          ? words[Math.floor(rng.next() * words.length)]
+          : r < 0.85
+          ? String(Math.floor(rng.next() * 1e6))
+          : "#".repeat(1 + Math.floor(rng.next() * 8)),
+      );
+    }
+    out.push(parts.join(" "));
+  }
+  return out;
+}
+
+/** Scores texts with onnxruntime directly (the reference the endpoint must agree with). */
+export async function scoreDirect(
+  bytes: Uint8Array,
+  texts: string[],
+  seqLen: number,
+): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  try {
+    const b = encodeBatch(texts, seqLen);
+    const out = await session.run({
+      tokens: new ort.Tensor("int32", b.tokens, [b.batch, seqLen]),
+      mask: new ort.Tensor("float32", b.mask, [b.batch, seqLen]),
+    });
+    return new Float32Array(out.scores.data as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * Builds a DataRater export from random weights, calibrated on its own scores of
+ * {@link referenceTexts} (what training does with a reference sample).
+ */
+export async function buildTestModel(
+  options: { kind?: "mlp" | "transformer"; seqLen?: number; seed?: number; dModel?: number } = {},
+): Promise<TestModel> {
+  const seqLen = options.seqLen ?? 64;
+  const rater = RaterConfigSchema.parse({
+    kind: options.kind ?? "mlp",
+    dModel: options.dModel ?? 16,
+    layers: 1,
+    heads: 2,
+    ffn: 32,
+    hidden: 16,
+  });
+  const params = initRaterArrays(rater, seqLen, new Rng(options.seed ?? 1));
+  const configDigest = sha256Hex(JSON.stringify({ rater, seqLen, seed: options.seed ?? 1 }));
+  const provisional = exportRaterOnnx({
+    params,
+    rater,
+    seqLen,
+    calibration: quantileCalibration([0, 1]),
+    configDigest,
+  });
+  const reference = await scoreDirect(provisional, referenceTexts(512), seqLen);
+  const calibration = quantileCalibration(reference);
+  const bytes = exportRaterOnnx({ params, rater, seqLen, calibration, configDigest });
+  return { bytes, sha256: sha256Hex(bytes), calibration, seqLen };
+}
+
+/** JSON Lines of `{id, text}` records. */
+export function jsonl(records: { id: string | number; text: string }[]): string {
+  return records.map((r) => JSON.stringify(r)).join("\n") + "\n";
+}

@@ -64,7 +64,8 @@ export function quantileCalibration(
   const n = sorted.length;
   const quantiles: number[] = [];
   for (let i = 0; i < CALIBRATION_POINTS; i++) {
-    const h = (n - 1) * (i / (CALIBRATION_POINTS - 1));
+    // Multiply before dividing so knots that land on an order statistic are exact.
+    const h = ((n - 1) * i) / (CALIBRATION_POINTS - 1);
     const lo = Math.floor(h);
     const hi = Math.min(lo + 1, n - 1);
     quantiles.push(sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]));
@@ -83,8 +84,9 @@ export function scoreAtPercentile(cal: ScoreCalibration, q: number): number {
 
 /**
  * The one global raw-score threshold that keeps fraction `f` of the reference distribution:
- * keep a record iff `score >= threshold`. `f = 1` gives -Infinity (keep all, including scores
- * below anything seen in calibration) and `f = 0` gives +Infinity (keep none).
+ * keep a record iff `score >= threshold`. `f = 1` gives -Number.MAX_VALUE (keeps every finite
+ * score, including those below anything seen in calibration) and `f = 0` gives Number.MAX_VALUE
+ * (keeps none): finite, so the threshold survives JSON (manifest headers) unlike ±Infinity.
  */
 export function thresholdForKeepFraction(
   cal: ScoreCalibration,
@@ -93,8 +95,8 @@ export function thresholdForKeepFraction(
   if (!(f >= 0 && f <= 1)) {
     throw new CalibrationError(`keepFraction must be in [0, 1], got ${f}`);
   }
-  if (f === 1) return -Infinity;
-  if (f === 0) return Infinity;
+  if (f === 1) return -Number.MAX_VALUE;
+  if (f === 0) return Number.MAX_VALUE;
   return scoreAtPercentile(cal, 1 - f);
 }
 
@@ -147,8 +149,9 @@ function logSumExp(terms: number[]): number {
  * probability 1−p, and it is kept iff fewer than K of them do,
  *   P = Σ_{s=0}^{K−1} C(B−1, s) (1−p)^s p^(B−1−s).
  *
- * Summed in log space (binomial coefficients built incrementally) over whichever tail is shorter,
- * so B in the thousands neither overflows C(B−1, s) nor underflows p^(B−1). Written here rather
+ * Summed in log space (binomial coefficients built incrementally) over whichever tail holds less
+ * probability, so B in the thousands neither overflows C(B−1, s) nor underflows p^(B−1), and
+ * values near 0 and near 1 both keep their precision. O(B) per call. Written here rather
  * than pulled from a statistics package because it is this one sum.
  */
 export function acceptProbability(p: number, K: number, B: number): number {
@@ -169,26 +172,24 @@ export function acceptProbability(p: number, K: number, B: number): number {
   if (p === 0) return 0; // everybody does, and K <= n
   const lnAbove = Math.log1p(-p); // ln(1 - p)
   const lnBelow = Math.log(p);
-  // Log-terms of the binomial pmf for s in [from, to].
-  const logTerms = (from: number, to: number) => {
-    let lnC = 0; // ln C(n, 0)
-    for (let s = 0; s < from; s++) lnC += Math.log(n - s) - Math.log(s + 1);
-    const out: number[] = [];
-    for (let s = from; s <= to; s++) {
-      out.push(lnC + s * lnAbove + (n - s) * lnBelow);
+  // The number S of the other records that outrank this one is Binomial(n, 1 - p). Sum whichever
+  // tail holds less probability, so the result keeps full precision near 0 and near 1.
+  if (K - 1 < n * (1 - p)) {
+    // P(S <= K - 1), s = 0..K-1, with ln C(n, s) built upwards from C(n, 0) = 1.
+    const lower: number[] = [];
+    let lnC = 0;
+    for (let s = 0; s < K; s++) {
+      lower.push(lnC + s * lnAbove + (n - s) * lnBelow);
       lnC += Math.log(n - s) - Math.log(s + 1);
     }
-    return out;
-  };
-  if (K - 1 <= n / 2) {
-    return Math.min(1, Math.exp(logSumExp(logTerms(0, K - 1))));
+    return Math.min(1, Math.exp(logSumExp(lower)));
   }
-  // The upper tail s = K..n is shorter; reach ln C(n, K) through the symmetric side cheaply.
+  // 1 - P(S >= K), s = n..K, with ln C(n, s) built downwards from C(n, n) = 1.
   const upper: number[] = [];
-  let lnC = 0; // ln C(n, n) = 0, walking s down from n to K
+  let lnC = 0;
   for (let s = n; s >= K; s--) {
     upper.push(lnC + s * lnAbove + (n - s) * lnBelow);
-    lnC += Math.log(s) - Math.log(n - s + 1); // C(n, s-1) = C(n, s) * s / (n - s + 1)
+    lnC += Math.log(s) - Math.log(n - s + 1); // C(n, s-1) = C(n, s) · s / (n - s + 1)
   }
   return Math.max(0, 1 - Math.exp(logSumExp(upper)));
 }

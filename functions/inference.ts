@@ -38,6 +38,8 @@ export interface InferencePoolOptions {
   workers?: number;
   /** onnxruntime intra-op threads per worker (default 1: one core per worker). */
   threadsPerWorker?: number;
+  /** Called with each batch's onnxruntime run time, in seconds (for metrics). */
+  onBatch?: (seconds: number) => void;
 }
 
 interface Pending {
@@ -62,8 +64,10 @@ export class InferencePool {
   #models = new Map<string, Uint8Array>();
   #nextId = 1;
   #closed = false;
+  #onBatch?: (seconds: number) => void;
 
   constructor(options: InferencePoolOptions = {}) {
+    this.#onBatch = options.onBatch;
     this.workers = Math.max(1, options.workers ?? 1);
     this.threadsPerWorker = Math.max(1, options.threadsPerWorker ?? 1);
     for (let i = 0; i < this.workers; i++) this.#slots.push(this.#spawn());
@@ -166,6 +170,7 @@ export class InferencePool {
         seqLen: batch.seqLen,
       }, [batch.tokens.buffer as ArrayBuffer, batch.mask.buffer as ArrayBuffer]);
       const scores = reply.scores!;
+      if (reply.seconds !== undefined) this.#onBatch?.(reply.seconds);
       if (scores.length !== batch.batch) {
         throw new InferenceError(
           `model returned ${scores.length} scores for a batch of ${batch.batch}`,

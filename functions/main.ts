@@ -1,0 +1,87 @@
+/**
+ * `deno task serve`: the scoring function on `PORT` (default 8080).
+ *
+ * Configuration (environment):
+ * - `DATARATER_ALLOWED_ROOTS`: comma-separated roots the function may read/write
+ *   (`s3://bucket/`, `file:///data/`); required for any score request to succeed.
+ * - `DATARATER_TOKEN`: bearer token required on `POST /v1/score` when set.
+ * - `DATARATER_WARM_MODELS`: comma-separated model URIs loaded at start (`/readyz` waits on them).
+ * - `DATARATER_MAX_BODY_BYTES`, `DATARATER_MAX_INPUT_BYTES`, `DATARATER_MAX_MODEL_BYTES`,
+ *   `DATARATER_TIMEOUT_MS`, `DATARATER_BATCH_SIZE`, `DATARATER_WORKERS`,
+ *   `DATARATER_THREADS_PER_WORKER`, `DATARATER_MAX_MODELS`: limits (see `AppOptions`).
+ * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (lib/storage.ts).
+ */
+import { z } from "zod";
+import { type AppOptions, createApp } from "./app.ts";
+
+const list = z.string().optional().transform((s) =>
+  (s ?? "").split(",").map((x) => x.trim()).filter(Boolean)
+);
+const int = (min: number) => z.coerce.number().int().min(min).optional();
+
+/** The server's environment, validated. */
+export const ServeEnvSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  DATARATER_ALLOWED_ROOTS: list,
+  DATARATER_TOKEN: z.string().min(1).optional(),
+  DATARATER_WARM_MODELS: list,
+  DATARATER_MAX_BODY_BYTES: int(1),
+  DATARATER_MAX_INPUT_BYTES: int(1),
+  DATARATER_MAX_MODEL_BYTES: int(1),
+  DATARATER_TIMEOUT_MS: int(1),
+  DATARATER_BATCH_SIZE: int(1),
+  DATARATER_WORKERS: int(1),
+  DATARATER_THREADS_PER_WORKER: int(1),
+  DATARATER_MAX_MODELS: int(1),
+});
+
+/** App options from the environment (throws a readable error for bad values). */
+export function optionsFromEnv(env: Record<string, string>): { port: number; app: AppOptions } {
+  const parsed = ServeEnvSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new Error(
+      "invalid configuration: " +
+        parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+    );
+  }
+  const e = parsed.data;
+  return {
+    port: e.PORT,
+    app: {
+      allowedRoots: e.DATARATER_ALLOWED_ROOTS,
+      token: e.DATARATER_TOKEN,
+      warmModels: e.DATARATER_WARM_MODELS,
+      maxBodyBytes: e.DATARATER_MAX_BODY_BYTES,
+      maxInputBytes: e.DATARATER_MAX_INPUT_BYTES,
+      maxModelBytes: e.DATARATER_MAX_MODEL_BYTES,
+      timeoutMs: e.DATARATER_TIMEOUT_MS,
+      batchSize: e.DATARATER_BATCH_SIZE,
+      workers: e.DATARATER_WORKERS,
+      threadsPerWorker: e.DATARATER_THREADS_PER_WORKER,
+      maxModels: e.DATARATER_MAX_MODELS,
+    },
+  };
+}
+
+if (import.meta.main) {
+  const { port, app: options } = optionsFromEnv(Deno.env.toObject());
+  if (!options.allowedRoots?.length) {
+    console.warn(
+      "DATARATER_ALLOWED_ROOTS is not set: every score request will be refused (403). " +
+        "Set it to the buckets/folders this function may read and write, e.g. s3://corpus/",
+    );
+  }
+  const app = createApp(options);
+  const server = Deno.serve({
+    port,
+    onListen: ({ hostname, port }) =>
+      console.log(JSON.stringify({ msg: "scoring function listening", hostname, port })),
+  }, app.fetch);
+  const shutdown = async () => {
+    await server.shutdown();
+    await app.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
+}

@@ -1,0 +1,436 @@
+/**
+ * Scoring one shard: stream its records from storage, score them in batches in the inference
+ * pool, decide keep/drop by the policy, spool the manifest, and write it create-only once the
+ * whole shard is scored (so a failure mid-shard leaves no manifest at all).
+ *
+ * Memory is bounded by the batch size × pipeline depth, the longest line, and the set of ids seen
+ * (kept to detect duplicates: about 50–100 bytes per record plus the id's length); the manifest's
+ * entries go to a temporary file, not to memory.
+ */
+import { z } from "zod";
+import { encodeBatch } from "../lib/bytes.ts";
+import {
+  acceptProbability,
+  deterministicUniform,
+  percentileOf,
+  type ScoreCalibration,
+  thresholdForKeepFraction,
+} from "../lib/calibration.ts";
+import {
+  FieldsSchema,
+  hashingStream,
+  MANIFEST_KIND,
+  MANIFEST_VERSION,
+  type ManifestHeader,
+  ManifestSpool,
+  MAX_REPORTED_INVALID,
+  parseManifestHeader,
+  type Policy,
+  PolicySchema,
+  ScoreSummaryBuilder,
+} from "../lib/manifest.ts";
+import { readRecords, RecordError, splitLines } from "../lib/records.ts";
+import type { ObjectInfo } from "../lib/storage.ts";
+import { ApiError } from "./errors.ts";
+import { InferenceError, type InferencePool } from "./inference.ts";
+import type { LoadedModel, ModelCache } from "./models.ts";
+import type { ScoringMetrics } from "./metrics.ts";
+import type { ScoringStorage } from "./storage.ts";
+
+/** The body of `POST /v1/score`. */
+export const ScoreRequestSchema = z.object({
+  /** The rater: a DataRater ONNX export. */
+  model: z.string().min(1),
+  /** One shard: JSON Lines, optionally gzip. */
+  input: z.string().min(1),
+  /** Where the manifest goes (an object URI, written create-only). */
+  output: z.string().min(1),
+  policy: PolicySchema,
+  fields: FieldsSchema.default({ id: "id", text: "text" }),
+  /** Invalid lines (bad JSON, missing fields, invalid UTF-8, duplicate ids): fail, or skip and count. */
+  onInvalid: z.enum(["fail", "skip"]).default("fail"),
+}).strict();
+export type ScoreRequest = z.infer<typeof ScoreRequestSchema>;
+
+/** The response of `POST /v1/score`. */
+export interface ScoreResult {
+  manifest: string;
+  /** True when the manifest already existed (same model, policy and input): nothing was scored. */
+  cached: boolean;
+  model: { uri: string; sha256: string };
+  input: { uri: string; etag: string | null; sha256: string };
+  policy: Policy;
+  threshold: number | null;
+  counts: ManifestHeader["counts"];
+  scores: ManifestHeader["scores"];
+}
+
+/** What {@link scoreShard} needs. */
+export interface ScoreDeps {
+  storage: ScoringStorage;
+  models: ModelCache;
+  pool: InferencePool;
+  metrics: ScoringMetrics;
+  batchSize: number;
+  /** Batches in flight to the pool while the next one is read and encoded. */
+  pipelineDepth: number;
+  maxInputBytes: number;
+  /** Folder for manifest spool files (default: the system's temporary folder). */
+  spoolDir?: string;
+}
+
+/** Decides keep/drop for one scored record. */
+export interface Decider {
+  /** The raw-score threshold (keep iff score >= threshold); null for per-record policies. */
+  threshold: number | null;
+  keep(id: string, score: number): boolean;
+}
+
+/** The keep/drop rule of a policy under a model's calibration. */
+export function makeDecider(policy: Policy, calibration: ScoreCalibration): Decider {
+  switch (policy.kind) {
+    case "keepFraction": {
+      const t = thresholdForKeepFraction(calibration, policy.fraction);
+      return { threshold: Number.isFinite(t) ? t : null, keep: (_id, s) => s >= t };
+    }
+    case "threshold": {
+      const t = policy.threshold;
+      return { threshold: t, keep: (_id, s) => s >= t };
+    }
+    case "topK": {
+      const { k, b, seed } = policy;
+      return {
+        threshold: null,
+        keep: (id, s) =>
+          deterministicUniform(id, seed) < acceptProbability(percentileOf(calibration, s), k, b),
+      };
+    }
+  }
+}
+
+/** Reads an existing manifest's header, or null if there is none. */
+export async function readExistingHeader(
+  storage: ScoringStorage,
+  uri: string,
+): Promise<ManifestHeader | null> {
+  let stream: ReadableStream<Uint8Array>;
+  try {
+    stream = await storage.readObject(uri);
+  } catch (e) {
+    if ((e as Error).name === "NotFoundError") return null;
+    throw new ApiError("storage_error", `cannot read ${uri}: ${(e as Error).message}`, { uri });
+  }
+  const lines = splitLines(stream);
+  try {
+    const first = await lines.next();
+    let value: unknown = null;
+    try {
+      value = first.done ? null : JSON.parse(new TextDecoder().decode(first.value[1]));
+    } catch { /* reported below */ }
+    try {
+      return parseManifestHeader(value, uri);
+    } catch (e) {
+      throw new ApiError(
+        "conflict",
+        `output ${uri} exists and is not a manifest (${(e as Error).message}): ` +
+          "choose another output URI; it is never overwritten",
+        { field: "output", uri },
+      );
+    }
+  } finally {
+    await lines.return(undefined);
+  }
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  const canon = (v: unknown): unknown =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+        Object.entries(v as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : 1))
+          .map(([k, x]) => [k, canon(x)]),
+      )
+      : v;
+  return JSON.stringify(canon(a)) === JSON.stringify(canon(b));
+}
+
+/**
+ * An existing manifest answers the request if it was written for the same model, input (same
+ * version), policy, fields and invalid-line handling; otherwise the request conflicts with it.
+ */
+export function resultFromExisting(
+  header: ManifestHeader,
+  req: ScoreRequest,
+  model: LoadedModel,
+  input: ObjectInfo,
+): ScoreResult {
+  const diffs: string[] = [];
+  if (header.model.sha256 !== model.sha256) {
+    diffs.push(
+      `it was written by model sha256 ${header.model.sha256}, this request's is ${model.sha256}`,
+    );
+  }
+  if (header.input.uri !== req.input) {
+    diffs.push(`it was written for input ${header.input.uri}`);
+  } else if (header.input.etag && input.etag && header.input.etag !== input.etag) {
+    diffs.push(`the input changed since (ETag ${header.input.etag}, now ${input.etag})`);
+  }
+  const differs = (what: string, theirs: unknown, ours: unknown) =>
+    diffs.push(`its ${what} is ${JSON.stringify(theirs)}, this request's ${JSON.stringify(ours)}`);
+  if (!sameJson(header.policy, req.policy)) differs("policy", header.policy, req.policy);
+  if (!sameJson(header.fields, req.fields)) differs("fields", header.fields, req.fields);
+  if (header.onInvalid !== req.onInvalid) differs("onInvalid", header.onInvalid, req.onInvalid);
+  if (diffs.length) {
+    throw new ApiError(
+      "conflict",
+      `manifest ${req.output} already exists for a different request (${diffs.join("; ")}): ` +
+        "it is never overwritten; write to another output URI or delete it first",
+      {
+        field: "output",
+        uri: req.output,
+        existing: { model: header.model, policy: header.policy },
+      },
+    );
+  }
+  return resultFromHeader(req.output, header, true);
+}
+
+function resultFromHeader(uri: string, h: ManifestHeader, cached: boolean): ScoreResult {
+  return {
+    manifest: uri,
+    cached,
+    model: { uri: h.model.uri, sha256: h.model.sha256 },
+    input: { uri: h.input.uri, etag: h.input.etag, sha256: h.input.sha256 },
+    policy: h.policy,
+    threshold: h.threshold,
+    counts: h.counts,
+    scores: h.scores,
+  };
+}
+
+async function statInput(storage: ScoringStorage, uri: string): Promise<ObjectInfo> {
+  let info: ObjectInfo | null;
+  try {
+    info = await storage.stat(uri);
+  } catch (e) {
+    throw new ApiError("storage_error", `cannot read input ${uri}: ${(e as Error).message}`, {
+      uri,
+    });
+  }
+  if (!info) {
+    throw new ApiError("not_found", `input ${uri} does not exist`, { field: "input", uri });
+  }
+  return info;
+}
+
+function recordErrorToApi(e: RecordError, uri: string): ApiError {
+  return new ApiError(
+    "invalid_record",
+    `input ${uri} ${e.message}; fix the line, or send "onInvalid": "skip" to skip and count invalid lines`,
+    { field: "input", uri, line: e.line, kind: e.kind },
+  );
+}
+
+/**
+ * Scores one shard and writes its manifest (see the module documentation). Throws
+ * {@link ApiError} for every failure the caller should see. `signal` aborts (a timeout).
+ */
+export async function scoreShard(
+  deps: ScoreDeps,
+  req: ScoreRequest,
+  signal: AbortSignal,
+): Promise<ScoreResult> {
+  const { storage, metrics } = deps;
+  const input = await statInput(storage, req.input);
+  if (input.size > deps.maxInputBytes) {
+    throw new ApiError(
+      "payload_too_large",
+      `input ${req.input} is ${input.size} bytes, over the ${deps.maxInputBytes}-byte limit ` +
+        "(DATARATER_MAX_INPUT_BYTES): split the shard",
+      { field: "input", uri: req.input, size: input.size },
+    );
+  }
+  const model = await deps.models.get(req.model);
+  const existing = await readExistingHeader(storage, req.output);
+  if (existing) return resultFromExisting(existing, req, model, input);
+
+  const decider = makeDecider(req.policy, model.calibration);
+  const spool = await ManifestSpool.create(deps.spoolDir);
+  try {
+    let raw: ReadableStream<Uint8Array>;
+    try {
+      raw = await storage.readObject(req.input);
+    } catch (e) {
+      if ((e as Error).name === "NotFoundError") {
+        throw new ApiError("not_found", `input ${req.input} does not exist`, {
+          field: "input",
+          uri: req.input,
+        });
+      }
+      throw e;
+    }
+    // Abort the download itself on timeout, not just the loop around it.
+    const abortable = raw.pipeThrough(new TransformStream<Uint8Array, Uint8Array>(), { signal });
+    const hashed = hashingStream(abortable);
+
+    const invalid: { line: number; error: string }[] = [];
+    let skippedInvalid = 0;
+    const skip = (line: number, error: string) => {
+      skippedInvalid++;
+      if (invalid.length < MAX_REPORTED_INVALID) invalid.push({ line, error });
+    };
+    const records = readRecords(hashed.stream, {
+      idField: req.fields.id,
+      textField: req.fields.text,
+      onInvalid: req.onInvalid,
+      onSkip: (e) => skip(e.line, e.message.replace(/^line \d+: /, "")),
+    });
+
+    const summary = new ScoreSummaryBuilder();
+    let kept = 0;
+    let dropped = 0;
+    const seen = new Map<string, number>();
+    type Pending = { ids: string[]; lines: number[]; scores: Promise<Float32Array> };
+    const queue: Pending[] = [];
+    let ids: string[] = [];
+    let lines: number[] = [];
+    let texts: string[] = [];
+
+    const drainOne = async () => {
+      const p = queue.shift()!;
+      const scores = await p.scores;
+      for (let i = 0; i < p.ids.length; i++) {
+        const score = scores[i];
+        if (!Number.isFinite(score)) {
+          throw new ApiError(
+            "inference_error",
+            `model ${req.model} produced a non-finite score (${score}) for line ${p.lines[i]} of ` +
+              `${req.input}: the rater is diverged; re-export it`,
+            { line: p.lines[i] },
+          );
+        }
+        const keep = decider.keep(p.ids[i], score);
+        if (keep) kept++;
+        else dropped++;
+        summary.add(score);
+        await spool.add({ id: p.ids[i], line: p.lines[i], score, keep });
+      }
+    };
+    const dispatch = async () => {
+      const batch = encodeBatch(texts, model.seqLen);
+      const scores = deps.pool.score(model.sha256, batch);
+      scores.catch(() => {}); // awaited in order by drainOne; don't report it unhandled meanwhile
+      queue.push({ ids, lines, scores });
+      ids = [];
+      lines = [];
+      texts = [];
+      while (queue.length > deps.pipelineDepth) await drainOne();
+    };
+
+    try {
+      for await (const r of records) {
+        if (r.invalidUtf8) {
+          const why = "is not valid UTF-8";
+          if (req.onInvalid === "fail") {
+            throw new ApiError(
+              "invalid_record",
+              `input ${req.input} line ${r.line} ${why}; fix the encoding, or send "onInvalid": "skip"`,
+              { field: "input", uri: req.input, line: r.line, kind: "invalid-utf8" },
+            );
+          }
+          skip(r.line, why);
+          continue;
+        }
+        const first = seen.get(r.id);
+        if (first !== undefined) {
+          const why = `duplicate id ${JSON.stringify(r.id)} (first at line ${first})`;
+          if (req.onInvalid === "fail") {
+            throw new ApiError(
+              "duplicate_id",
+              `input ${req.input} line ${r.line}: ${why}; ids must be unique within a shard, ` +
+                `or send "onInvalid": "skip" to keep the first and skip the rest`,
+              { field: "input", uri: req.input, line: r.line, id: r.id, firstLine: first },
+            );
+          }
+          skip(r.line, why);
+          continue;
+        }
+        seen.set(r.id, r.line);
+        ids.push(r.id);
+        lines.push(r.line);
+        texts.push(r.text);
+        if (texts.length >= deps.batchSize) await dispatch();
+      }
+      if (texts.length) await dispatch();
+      while (queue.length) await drainOne();
+    } catch (e) {
+      await records.return(undefined).catch(() => {});
+      if (signal.aborted) throw signal.reason;
+      if (e instanceof RecordError) throw recordErrorToApi(e, req.input);
+      if (e instanceof InferenceError) {
+        throw new ApiError("inference_error", `scoring ${req.input} failed: ${e.message}`, {
+          uri: req.input,
+        });
+      }
+      if (e instanceof ApiError) throw e;
+      throw new ApiError(
+        "storage_error",
+        `reading input ${req.input} failed mid-shard: ${(e as Error).message}; nothing was written`,
+        { field: "input", uri: req.input },
+      );
+    }
+
+    const records_ = kept + dropped;
+    if (records_ === 0 && skippedInvalid === 0) {
+      throw new ApiError(
+        "empty_shard",
+        `input ${req.input} has no records (it is empty or only blank lines): nothing to score, ` +
+          "and no manifest was written",
+        { field: "input", uri: req.input },
+      );
+    }
+    metrics.records.inc({ outcome: "kept" }, kept);
+    metrics.records.inc({ outcome: "dropped" }, dropped);
+    metrics.records.inc({ outcome: "skipped" }, skippedInvalid);
+
+    const header: ManifestHeader = {
+      kind: MANIFEST_KIND,
+      version: MANIFEST_VERSION,
+      createdAt: new Date().toISOString(),
+      model: {
+        uri: req.model,
+        sha256: model.sha256,
+        format: model.format,
+        maxLength: model.seqLen,
+      },
+      input: { uri: req.input, etag: input.etag, sha256: hashed.digest(), size: hashed.size() },
+      fields: req.fields,
+      onInvalid: req.onInvalid,
+      policy: req.policy,
+      threshold: decider.threshold,
+      counts: { records: records_, kept, dropped, skippedInvalid },
+      invalid,
+      scores: summary.summary(),
+    };
+    if (signal.aborted) throw signal.reason;
+    try {
+      await storage.writeObject(req.output, spool.stream(header), {
+        ifNoneMatch: "*",
+        contentType: "application/x-ndjson",
+      });
+    } catch (e) {
+      if ((e as Error).name === "PreconditionFailedError") {
+        // Someone else wrote it meanwhile: theirs stands; answer as for an existing manifest.
+        const theirs = await readExistingHeader(storage, req.output);
+        if (theirs) return resultFromExisting(theirs, req, model, input);
+      }
+      throw new ApiError(
+        "storage_error",
+        `writing manifest ${req.output} failed: ${(e as Error).message}`,
+        { field: "output", uri: req.output },
+      );
+    }
+    return resultFromHeader(req.output, header, false);
+  } finally {
+    await spool.dispose();
+  }
+}

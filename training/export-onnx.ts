@@ -212,7 +212,7 @@ function layerNorm(g: GraphBuilder, x: string, gain: string, bias: string) {
 
 /** nn.ts `gelu` (tanh approximation). */
 function gelu(g: GraphBuilder, x: string) {
-  const cube = g.op("Pow", [x, g.scalar(3)]);
+  const cube = g.op("Mul", [g.op("Mul", [x, x]), x]);
   const inner = g.op("Mul", [
     g.op("Add", [x, g.op("Mul", [cube, g.scalar(0.044715)])]),
     g.scalar(Math.sqrt(2 / Math.PI)),
@@ -297,15 +297,15 @@ function transformerBlock(
   return g.op("Add", [h, m]);
 }
 
-/** rater.ts `maskedMeanPool`: Σ_t x·mask / Σ_t mask, x [N, L, d] → [N, d]. */
+/**
+ * rater.ts pooling: Σ_t x_t · mask_t / length, x [N, L, d] → [N, d] (length = Σ_t mask_t ≥ 1;
+ * training folds the same weights into its constants).
+ */
 function maskedMeanPool(g: GraphBuilder, x: string, mask: string) {
   const axis1 = g.ints([1]);
-  const summed = g.op("ReduceSum", [
-    g.op("Mul", [x, g.op("Unsqueeze", [mask, g.ints([2])])]),
-    axis1,
-  ], { keepdims: 0 });
-  const lengths = g.op("ReduceSum", [mask, axis1], { keepdims: 1 });
-  return g.op("Div", [summed, lengths]);
+  const lengths = g.op("ReduceSum", [mask, axis1], { keepdims: 1 }); // [N, 1]
+  const weights = g.op("Unsqueeze", [g.op("Div", [mask, lengths]), g.ints([2])]); // [N, L, 1]
+  return g.op("ReduceSum", [g.op("Mul", [x, weights]), axis1], { keepdims: 0 });
 }
 
 /** Checks that `params` hold exactly the rater's parameters with the right shapes. */

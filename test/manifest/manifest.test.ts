@@ -1,0 +1,273 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  keptIds,
+  keptRecords,
+  MANIFEST_KIND,
+  type ManifestEntry,
+  ManifestError,
+  type ManifestHeader,
+  ManifestMismatchError,
+  ManifestSpool,
+  parseManifestHeader,
+  PolicySchema,
+  readManifest,
+  readManifestEntries,
+  readManifestHeader,
+  ScoreSummaryBuilder,
+  verifyManifest,
+} from "../../lib/manifest.ts";
+import { gzip } from "../../lib/records.ts";
+import { stat, writeObject } from "../../lib/storage.ts";
+import { createHash } from "node:crypto";
+
+let dir: string;
+beforeAll(async () => {
+  dir = await Deno.makeTempDir({ prefix: "manifest-test-" });
+});
+afterAll(async () => {
+  await Deno.remove(dir, { recursive: true });
+});
+
+const sha = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
+
+function header(overrides: Partial<ManifestHeader> = {}): ManifestHeader {
+  return {
+    kind: MANIFEST_KIND,
+    version: 1,
+    createdAt: "2026-01-01T00:00:00.000Z",
+    model: { uri: "s3://m/rater.onnx", sha256: "a".repeat(64), format: "1", maxLength: 64 },
+    input: { uri: "file:///x", etag: null, sha256: "b".repeat(64), size: 0 },
+    fields: { id: "id", text: "text" },
+    onInvalid: "fail",
+    policy: { kind: "threshold", threshold: 0 },
+    threshold: 0,
+    counts: { records: 0, kept: 0, dropped: 0, skippedInvalid: 0 },
+    invalid: [],
+    scores: { min: null, max: null, mean: null, deciles: null, sampleSize: 0 },
+    ...overrides,
+  };
+}
+
+/** Writes a shard and its manifest (entries given per shard line) to `dir`. */
+async function writeShardAndManifest(
+  name: string,
+  shardText: string | Uint8Array,
+  entries: ManifestEntry[],
+  extra: Partial<ManifestHeader> = {},
+) {
+  const shard = `file://${dir}/${name}.jsonl`;
+  const manifest = `file://${dir}/${name}.manifest.jsonl`;
+  await writeObject(shard, shardText);
+  const info = await stat(shard);
+  const bytes = typeof shardText === "string" ? new TextEncoder().encode(shardText) : shardText;
+  const h = header({
+    input: { uri: shard, etag: info!.etag, sha256: sha(bytes), size: bytes.length },
+    counts: {
+      records: entries.length,
+      kept: entries.filter((e) => e.keep).length,
+      dropped: entries.filter((e) => !e.keep).length,
+      skippedInvalid: 0,
+    },
+    ...extra,
+  });
+  const spool = await ManifestSpool.create();
+  try {
+    for (const e of entries) await spool.add(e);
+    await writeObject(manifest, spool.stream(h), { ifNoneMatch: "*" });
+  } finally {
+    await spool.dispose();
+  }
+  return { shard, manifest, header: h };
+}
+
+describe("manifest v1 format", () => {
+  it("a spooled manifest is the header line then one entry per record, in order", async () => {
+    const entries = Array.from({ length: 5000 }, (_, i) => ({
+      id: `r${i}`,
+      line: i + 1,
+      score: i / 10,
+      keep: i % 3 === 0,
+    }));
+    const shardText = entries.map((e) => JSON.stringify({ id: e.id, text: "x" })).join("\n");
+    const { manifest, header: h } = await writeShardAndManifest("spool", shardText, entries);
+    const text = await Deno.readTextFile(new URL(manifest));
+    const lines = text.trimEnd().split("\n");
+    expect(lines.length).toBe(5001);
+    expect(JSON.parse(lines[0])).toEqual(h);
+    expect(JSON.parse(lines[1])).toEqual({ id: "r0", line: 1, score: 0, keep: true });
+    expect(JSON.parse(lines[5000])).toEqual({ id: "r4999", line: 5000, score: 499.9, keep: false });
+    expect(await readManifestHeader(manifest)).toEqual(h);
+    const read = await Array.fromAsync(readManifestEntries(manifest));
+    expect(read).toEqual(entries);
+  });
+
+  it("the spool file is deleted on dispose", async () => {
+    const spool = await ManifestSpool.create();
+    await spool.add({ id: "a", line: 1, score: 1, keep: true });
+    await spool.dispose();
+    await expect(Deno.stat(spool.path)).rejects.toThrow();
+  });
+
+  it("header validation names the wrong fields", () => {
+    expect(() => parseManifestHeader({ ...header(), version: 2 }, "s3://b/m")).toThrowError(
+      /s3:\/\/b\/m does not start with a manifest v1 header: version/,
+    );
+    expect(() => parseManifestHeader({ kind: "other" })).toThrowError(ManifestError);
+  });
+
+  it("policies are validated: fraction in [0,1], k <= b, no unknown keys", () => {
+    expect(PolicySchema.parse({ kind: "topK", k: 3, b: 4 })).toEqual({
+      kind: "topK",
+      k: 3,
+      b: 4,
+      seed: 0,
+    });
+    expect(PolicySchema.safeParse({ kind: "topK", k: 5, b: 4 }).success).toBe(false);
+    expect(PolicySchema.safeParse({ kind: "keepFraction", fraction: 1.5 }).success).toBe(false);
+    expect(PolicySchema.safeParse({ kind: "threshold", threshold: 1, x: 1 }).success).toBe(false);
+    expect(PolicySchema.safeParse({ kind: "nope" }).success).toBe(false);
+  });
+
+  it("score summary is exact for small shards and reproducible from a sample for large", () => {
+    const small = new ScoreSummaryBuilder(100);
+    for (let i = 0; i <= 10; i++) small.add(i);
+    expect(small.summary()).toEqual({
+      min: 0,
+      max: 10,
+      mean: 5,
+      deciles: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+      sampleSize: 11,
+    });
+    const a = new ScoreSummaryBuilder(1000);
+    const b = new ScoreSummaryBuilder(1000);
+    for (let i = 0; i < 100_000; i++) {
+      a.add(i / 100_000);
+      b.add(i / 100_000);
+    }
+    const s = a.summary();
+    expect(s).toEqual(b.summary());
+    expect(s.sampleSize).toBe(1000);
+    expect(s.min).toBe(0);
+    expect(s.max).toBeCloseTo(0.99999, 10);
+    expect(s.mean).toBeCloseTo(0.499995, 10);
+    for (let i = 0; i <= 10; i++) expect(Math.abs(s.deciles![i] - i / 10)).toBeLessThan(0.06);
+    expect(new ScoreSummaryBuilder().summary().deciles).toBeNull();
+  });
+});
+
+describe("manifest reader", () => {
+  const shardRecords = [
+    { id: "a", text: "alpha" },
+    { id: "b", text: "beta" },
+    { id: "c", text: "gamma" },
+    { id: "d", text: "delta" },
+  ];
+  const shardText = shardRecords.map((r) => JSON.stringify(r)).join("\n") + "\n";
+  const entries: ManifestEntry[] = [
+    { id: "a", line: 1, score: 0.9, keep: true },
+    { id: "b", line: 2, score: 0.1, keep: false },
+    { id: "c", line: 3, score: 0.5, keep: true },
+    { id: "d", line: 4, score: 0.2, keep: false },
+  ];
+
+  it("keptIds streams the kept ids in input order", async () => {
+    const { manifest } = await writeShardAndManifest("ids", shardText, entries);
+    expect(await Array.fromAsync(keptIds(manifest))).toEqual(["a", "c"]);
+  });
+
+  it("keptRecords joins manifest and shard, yielding kept records with their scores", async () => {
+    const { manifest } = await writeShardAndManifest("join", shardText, entries);
+    const kept = await Array.fromAsync(keptRecords(manifest));
+    expect(kept.map((r) => [r.id, r.text, r.line, r.score])).toEqual([
+      ["a", "alpha", 1, 0.9],
+      ["c", "gamma", 3, 0.5],
+    ]);
+  });
+
+  it("keptRecords reads gzip shards and skips lines the scorer skipped", async () => {
+    const text = [
+      JSON.stringify({ id: "a", text: "alpha" }),
+      "{not json",
+      JSON.stringify({ id: "a", text: "duplicate" }),
+      "",
+      JSON.stringify({ id: "b", text: "beta" }),
+    ].join("\n");
+    const { manifest } = await writeShardAndManifest("gz", await gzip(text), [
+      { id: "a", line: 1, score: 1, keep: true },
+      { id: "b", line: 5, score: 2, keep: true },
+    ], { onInvalid: "skip" });
+    const kept = await Array.fromAsync(keptRecords(manifest));
+    expect(kept.map((r) => [r.id, r.text])).toEqual([["a", "alpha"], ["b", "beta"]]);
+  });
+
+  it("keptRecords throws ManifestMismatchError when ids differ from the shard's", async () => {
+    const { manifest } = await writeShardAndManifest("mismatch", shardText, [
+      entries[0],
+      { id: "zz", line: 2, score: 0, keep: true },
+    ]);
+    await expect(Array.fromAsync(keptRecords(manifest))).rejects.toThrowError(
+      /does not match shard .*entry for id "zz" at line 2, shard has id "b" at line 2/,
+    );
+  });
+
+  it("keptRecords detects changed shard bytes by sha256 when the ETag changed", async () => {
+    const { manifest, shard } = await writeShardAndManifest("changed", shardText, entries);
+    // Same ids and lines, different text (and size, so the ETag surely differs): the hash tells.
+    await writeObject(shard, shardText.replace("alpha", "ALPHA!"));
+    await expect(Array.fromAsync(keptRecords(manifest))).rejects.toThrowError(
+      ManifestMismatchError,
+    );
+    const v = await verifyManifest(manifest);
+    expect(v.ok).toBe(false);
+    expect(v.method).toBe("sha256");
+    expect(v.reason).toMatch(/differs from the header's/);
+  });
+
+  it("verifyManifest accepts by ETag, and by sha256 for a byte-identical copy", async () => {
+    const { manifest } = await writeShardAndManifest("verify", shardText, entries);
+    expect(await verifyManifest(manifest)).toMatchObject({ ok: true, method: "etag" });
+    const copy = `file://${dir}/verify-copy.jsonl`;
+    await writeObject(copy, shardText);
+    expect(await verifyManifest(manifest, { shard: copy })).toEqual({
+      ok: true,
+      method: "sha256",
+      shard: copy,
+    });
+  });
+
+  it("a truncated manifest is an error, not a short read", async () => {
+    const { manifest } = await writeShardAndManifest("trunc", shardText, entries);
+    const text = await Deno.readTextFile(new URL(manifest));
+    const cut = `file://${dir}/trunc-cut.manifest.jsonl`;
+    await writeObject(cut, text.split("\n").slice(0, 3).join("\n") + "\n");
+    await expect(Array.fromAsync(readManifestEntries(cut))).rejects.toThrowError(
+      /truncated or corrupt: 2 entries but the header counts 4/,
+    );
+  });
+
+  it("entries out of input order or malformed are reported with their line", async () => {
+    const bad = `file://${dir}/bad.manifest.jsonl`;
+    const h = header({ counts: { records: 2, kept: 0, dropped: 2, skippedInvalid: 0 } });
+    await writeObject(
+      bad,
+      [h, { id: "a", line: 2, score: 0, keep: false }, { id: "b", line: 1, score: 0, keep: false }]
+        .map((x) => JSON.stringify(x)).join("\n"),
+    );
+    await expect(Array.fromAsync(readManifestEntries(bad))).rejects.toThrowError(
+      /line 3: entries are out of input order/,
+    );
+    const bad2 = `file://${dir}/bad2.manifest.jsonl`;
+    await writeObject(bad2, JSON.stringify(h) + "\n" + '{"id":"a","score":"x"}\n');
+    await expect(Array.fromAsync(readManifestEntries(bad2))).rejects.toThrowError(
+      /line 2: not a manifest entry/,
+    );
+    const { header: readHeader } = await readManifest(bad2);
+    expect(readHeader.counts.records).toBe(2);
+  });
+
+  it("an empty object is not a manifest", async () => {
+    const empty = `file://${dir}/empty.manifest.jsonl`;
+    await writeObject(empty, "");
+    await expect(readManifestHeader(empty)).rejects.toThrowError(/is empty: expected a manifest/);
+  });
+});

@@ -13,12 +13,10 @@ import * as tf from "@tensorflow/tfjs";
 import { BYTE_VOCAB, type ByteBatch, LM_INPUT_VOCAB, lmInputs } from "../lib/bytes.ts";
 import {
   blockShapes,
-  embed,
   initArrays,
   layerNorm,
   linear,
   MASK_BIAS,
-  oneHotFloat,
   type ParamArrays,
   type Params,
   transformerBlock,
@@ -87,28 +85,63 @@ export function resetLmCaches(): void {
 }
 
 /**
- * Per-record mean next-byte NLL (nats per byte) over each record's real bytes: shape [batch].
- * Records with one byte still predict that byte from BOS.
+ * A batch's constants for the LM, built once outside any gradient tape and reused across the
+ * unrolled inner steps and the meta-gradient's backward pass (building one-hot inputs inside the
+ * tape would redo the work at every use).
  */
-export function lmLossPerRecord(
+export interface LmBatchConstants {
+  /** [batch*len, 257 + len]: one-hot of the input byte (BOS = 256) and of the position. */
+  inputs: tf.Tensor2D;
+  /** [batch*len, 256]: one-hot of the target byte. */
+  targets: tf.Tensor2D;
+  /** [batch, len]: mask / length, so a record's mean NLL is Σ_t nll·tokenWeights. */
+  tokenWeights: tf.Tensor2D;
+  batch: number;
+  seqLen: number;
+}
+
+/** Builds {@link LmBatchConstants} for a batch (dispose with {@link disposeLmBatch}). */
+export function prepareLmBatch(batch: ByteBatch): LmBatchConstants {
+  const { batch: b, seqLen: len } = batch;
+  const width = LM_INPUT_VOCAB + len;
+  const inputIds = lmInputs(batch);
+  const inputs = new Float32Array(b * len * width);
+  const targets = new Float32Array(b * len * BYTE_VOCAB);
+  const weights = new Float32Array(b * len);
+  for (let r = 0; r < b * len; r++) {
+    inputs[r * width + inputIds[r]] = 1;
+    inputs[r * width + LM_INPUT_VOCAB + (r % len)] = 1;
+    targets[r * BYTE_VOCAB + batch.tokens[r]] = 1;
+    weights[r] = batch.mask[r] / batch.lengths[Math.floor(r / len)];
+  }
+  return {
+    inputs: tf.tensor2d(inputs, [b * len, width]),
+    targets: tf.tensor2d(targets, [b * len, BYTE_VOCAB]),
+    tokenWeights: tf.tensor2d(weights, [b, len]),
+    batch: b,
+    seqLen: len,
+  };
+}
+
+/** Disposes a batch's constants. */
+export function disposeLmBatch(c: LmBatchConstants): void {
+  c.inputs.dispose();
+  c.targets.dispose();
+  c.tokenWeights.dispose();
+}
+
+/**
+ * Next-byte NLL (nats) at every position: shape [batch, len], padded positions included (weight
+ * them with `tokenWeights`). The embedding and the learned positions are one matmul of the
+ * concatenated one-hots with the stacked tables.
+ */
+export function lmTokenNll(
   params: Params,
   cfg: LmSizes,
-  batch: ByteBatch,
-): tf.Tensor1D {
-  const { batch: b, seqLen: len } = batch;
-  const inputs = tf.tensor1d(lmInputs(batch), "int32");
-  const targets = tf.tensor1d(batch.tokens, "int32");
-  const mask = tf.tensor2d(batch.mask, [b, len]);
-  const lengths = tf.tensor1d(Float32Array.from(batch.lengths));
-  let x = tf.add(
-    tf.reshape(embed(inputs, params.embed, LM_INPUT_VOCAB), [
-      b,
-      len,
-      cfg.dModel,
-    ]),
-    params.pos,
-  );
-  x = tf.reshape(x, [b * len, cfg.dModel]);
+  c: LmBatchConstants,
+): tf.Tensor2D {
+  const { batch: b, seqLen: len } = c;
+  let x = tf.matMul(c.inputs, tf.concat([params.embed, params.pos], 0) as tf.Tensor2D);
   const bias = causalBias(len);
   for (let i = 0; i < cfg.layers; i++) {
     x = transformerBlock(x, params, i, b, len, cfg.heads, bias);
@@ -118,10 +151,37 @@ export function lmLossPerRecord(
     params["head.w"],
     params["head.b"],
   );
-  const logp = tf.logSoftmax(logits, -1);
-  const picked = tf.sum(tf.mul(logp, oneHotFloat(targets, BYTE_VOCAB)), -1);
-  const nll = tf.neg(tf.reshape(picked, [b, len]));
-  return tf.div(tf.sum(tf.mul(nll, mask), 1), lengths) as tf.Tensor1D;
+  // logSoftmax has a custom gradient made of differentiable ops; logSumExp's gradient goes
+  // through Max → Equal, which has no gradient, so it cannot be differentiated twice.
+  const picked = tf.sum(tf.mul(tf.logSoftmax(logits, -1), c.targets), -1);
+  return tf.reshape(tf.neg(picked), [b, len]) as tf.Tensor2D;
+}
+
+/** Per-record mean NLL from precomputed constants: shape [batch]. */
+export function lmLossFromConstants(
+  params: Params,
+  cfg: LmSizes,
+  c: LmBatchConstants,
+): tf.Tensor1D {
+  return tf.sum(tf.mul(lmTokenNll(params, cfg, c), c.tokenWeights), 1) as tf.Tensor1D;
+}
+
+/**
+ * Per-record mean next-byte NLL (nats per byte) over each record's real bytes: shape [batch].
+ * Records with one byte still predict that byte from BOS.
+ */
+export function lmLossPerRecord(
+  params: Params,
+  cfg: LmSizes,
+  batch: ByteBatch,
+): tf.Tensor1D {
+  const c = prepareLmBatch(batch);
+  try {
+    return lmLossFromConstants(params, cfg, c);
+  } finally {
+    // Inside a gradient tape the constants are saved for backward as clones, so disposing is safe.
+    disposeLmBatch(c);
+  }
 }
 
 /** Forward FLOPs per byte of an LM (matmuls only; attention counted over `seqLen`), ×3 for training. */

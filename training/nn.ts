@@ -32,11 +32,70 @@ export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
 
 /** GELU, tanh approximation (smooth, so finite-difference checks of the meta-gradient hold). */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  // x·x·x rather than pow(x, 3): tfjs-wasm's Pow is several times slower than two multiplies.
   const inner = tf.mul(
-    tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)),
+    tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)),
     Math.sqrt(2 / Math.PI),
   );
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/**
+ * Matrix product with the transposes done as explicit ops. tfjs-wasm's BatchMatMul is about ten
+ * times slower when asked to transpose an operand than an explicit Transpose followed by a plain
+ * product; {@link installMatMulGradient} makes the backward pass (and its derivative) use this too.
+ */
+export function matMul(
+  a: tf.Tensor,
+  b: tf.Tensor,
+  transposeA = false,
+  transposeB = false,
+): tf.Tensor {
+  return tf.matMul(
+    transposeA ? swapLastAxes(a) : a,
+    transposeB ? swapLastAxes(b) : b,
+  );
+}
+
+function swapLastAxes(t: tf.Tensor): tf.Tensor {
+  const perm = t.shape.map((_, i) => i);
+  const r = perm.length;
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+  return tf.transpose(t, perm);
+}
+
+let matMulGradientInstalled = false;
+
+/**
+ * Replaces tfjs's BatchMatMul gradient with the same formulas written with {@link matMul}
+ * (explicit transposes). Idempotent; affects speed only, not values. Called by the trainer's
+ * backend setup, so importing this module has no side effects.
+ */
+export function installMatMulGradient(): void {
+  if (matMulGradientInstalled) return;
+  tf.registerGradient({
+    kernelName: tf.BatchMatMul,
+    inputsToSave: ["a", "b"],
+    gradFunc: (dy, saved, attrs) => {
+      const [a, b] = saved;
+      const { transposeA, transposeB } = attrs as unknown as {
+        transposeA: boolean;
+        transposeB: boolean;
+      };
+      const g = dy as tf.Tensor;
+      if (!transposeA && !transposeB) {
+        return { a: () => matMul(g, b, false, true), b: () => matMul(a, g, true, false) };
+      }
+      if (!transposeA && transposeB) {
+        return { a: () => matMul(g, b, false, false), b: () => matMul(g, a, true, false) };
+      }
+      if (transposeA && !transposeB) {
+        return { a: () => matMul(b, g, false, true), b: () => matMul(a, g, false, false) };
+      }
+      return { a: () => matMul(b, g, true, true), b: () => matMul(g, a, true, true) };
+    },
+  });
+  matMulGradientInstalled = true;
 }
 
 /** `x @ w + b` for x of shape [n, in]. */
@@ -78,25 +137,17 @@ export function selfAttention(
   const d = x.shape[1]!;
   const dh = d / heads;
   const qkv = linear(x, p[`${prefix}.wqkv`], p[`${prefix}.bqkv`]);
-  const [q, k, v] = tf.split(qkv, 3, 1).map((t) =>
-    tf.reshape(
-      tf.transpose(tf.reshape(t, [batch, len, heads, dh]), [0, 2, 1, 3]),
-      [
-        batch * heads,
-        len,
-        dh,
-      ],
-    ) as tf.Tensor3D
-  );
-  const scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh));
+  // [b*len, d] → [b, len, heads, dh] → per-head layouts; k is laid out already transposed
+  // ([b·heads, dh, len]) so no product needs a transpose flag (slow on tfjs-wasm).
+  const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.reshape(t, [batch, len, heads, dh]));
+  const qh = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch * heads, len, dh]);
+  const kt = tf.reshape(tf.transpose(k, [0, 2, 3, 1]), [batch * heads, dh, len]);
+  const vh = tf.reshape(tf.transpose(v, [0, 2, 1, 3]), [batch * heads, len, dh]);
+  const scores = tf.mul(tf.matMul(qh as tf.Tensor3D, kt as tf.Tensor3D), 1 / Math.sqrt(dh));
   const masked = tf.add(tf.reshape(scores, [batch, heads, len, len]), bias);
-  const attn = tf.reshape(tf.softmax(masked, -1), [
-    batch * heads,
-    len,
-    len,
-  ]) as tf.Tensor3D;
+  const attn = tf.reshape(tf.softmax(masked, -1), [batch * heads, len, len]) as tf.Tensor3D;
   const out = tf.reshape(
-    tf.transpose(tf.reshape(tf.matMul(attn, v), [batch, heads, len, dh]), [
+    tf.transpose(tf.reshape(tf.matMul(attn, vh as tf.Tensor3D), [batch, heads, len, dh]), [
       0,
       2,
       1,

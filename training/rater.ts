@@ -17,7 +17,6 @@ import type { RaterConfig } from "../lib/config.ts";
 import { BYTE_VOCAB, type ByteBatch } from "../lib/bytes.ts";
 import {
   blockShapes,
-  embed,
   gelu,
   initArrays,
   layerNorm,
@@ -69,20 +68,90 @@ export function initRaterArrays(
   return initArrays(raterShapes(cfg, seqLen), rng);
 }
 
-/** Mean over each record's real bytes: x [b*len, d] → [b, d]. */
-function maskedMeanPool(
-  x: tf.Tensor,
-  mask: tf.Tensor2D,
-  lengths: tf.Tensor1D,
-  b: number,
-  len: number,
-) {
-  const d = x.shape[x.shape.length - 1]!;
-  const summed = tf.sum(
-    tf.mul(tf.reshape(x, [b, len, d]), tf.expandDims(mask, 2)),
-    1,
+/**
+ * A batch's constants for the rater, built once outside any gradient tape (the meta-gradient reuses
+ * them in the forward and backward passes).
+ */
+export interface RaterBatchConstants {
+  /**
+   * mlp: [batch, 256] byte histogram / length, so the mean-pooled embedding is one matmul.
+   * transformer: [batch*len, 256 + len] one-hot of byte and position.
+   */
+  inputs: tf.Tensor2D;
+  /** transformer only: [batch, 1, 1, len] additive key-padding bias. */
+  keyBias?: tf.Tensor;
+  /** transformer only: [batch, len, 1] pooling weights (mask / length). */
+  pool?: tf.Tensor3D;
+  batch: number;
+  seqLen: number;
+}
+
+/** Builds {@link RaterBatchConstants} (dispose with {@link disposeRaterBatch}). */
+export function prepareRaterBatch(
+  cfg: RaterConfig,
+  batch: ByteBatch,
+): RaterBatchConstants {
+  const { batch: b, seqLen: len, tokens, mask, lengths } = batch;
+  if (cfg.kind === "mlp") {
+    const hist = new Float32Array(b * BYTE_VOCAB);
+    for (let r = 0; r < b * len; r++) {
+      const rec = Math.floor(r / len);
+      hist[rec * BYTE_VOCAB + tokens[r]] += mask[r] / lengths[rec];
+    }
+    return { inputs: tf.tensor2d(hist, [b, BYTE_VOCAB]), batch: b, seqLen: len };
+  }
+  const width = BYTE_VOCAB + len;
+  const inputs = new Float32Array(b * len * width);
+  const bias = new Float32Array(b * len);
+  const pool = new Float32Array(b * len);
+  for (let r = 0; r < b * len; r++) {
+    const rec = Math.floor(r / len);
+    inputs[r * width + tokens[r]] = 1;
+    inputs[r * width + BYTE_VOCAB + (r % len)] = 1;
+    bias[r] = (1 - mask[r]) * MASK_BIAS;
+    pool[r] = mask[r] / lengths[rec];
+  }
+  return {
+    inputs: tf.tensor2d(inputs, [b * len, width]),
+    keyBias: tf.tensor4d(bias, [b, 1, 1, len]),
+    pool: tf.tensor3d(pool, [b, len, 1]),
+    batch: b,
+    seqLen: len,
+  };
+}
+
+/** Disposes a batch's rater constants. */
+export function disposeRaterBatch(c: RaterBatchConstants): void {
+  c.inputs.dispose();
+  c.keyBias?.dispose();
+  c.pool?.dispose();
+}
+
+/**
+ * Scores from precomputed constants: shape [batch]. Mathematically the forward pass described at
+ * the top (embedding, masked mean-pool over real bytes, ...), written as matmuls with constants.
+ */
+export function raterScoresFromConstants(
+  params: Params,
+  cfg: RaterConfig,
+  c: RaterBatchConstants,
+): tf.Tensor1D {
+  const { batch: b, seqLen: len } = c;
+  if (cfg.kind === "mlp") {
+    const pooled = tf.matMul(c.inputs, params.embed as tf.Tensor2D);
+    const h = gelu(linear(pooled, params["mlp.w1"], params["mlp.b1"]));
+    return tf.reshape(linear(h, params["mlp.w2"], params["mlp.b2"]), [b]) as tf.Tensor1D;
+  }
+  let x: tf.Tensor = tf.matMul(
+    c.inputs,
+    tf.concat([params.embed, params.pos], 0) as tf.Tensor2D,
   );
-  return tf.div(summed, tf.expandDims(lengths, 1));
+  for (let i = 0; i < cfg.layers; i++) {
+    x = transformerBlock(x, params, i, b, len, cfg.heads, c.keyBias!);
+  }
+  const normed = layerNorm(x, params["lnf.g"], params["lnf.b"]);
+  const pooled = tf.sum(tf.mul(tf.reshape(normed, [b, len, cfg.dModel]), c.pool!), 1);
+  return tf.reshape(linear(pooled, params["head.w"], params["head.b"]), [b]) as tf.Tensor1D;
 }
 
 /** Scores of a batch of records: shape [batch]. */
@@ -91,37 +160,12 @@ export function raterScores(
   cfg: RaterConfig,
   batch: ByteBatch,
 ): tf.Tensor1D {
-  const { batch: b, seqLen: len } = batch;
-  const tokens = tf.tensor1d(batch.tokens, "int32");
-  const mask = tf.tensor2d(batch.mask, [b, len]);
-  const lengths = tf.tensor1d(Float32Array.from(batch.lengths));
-  let x = embed(tokens, params.embed, BYTE_VOCAB);
-  if (cfg.kind === "mlp") {
-    const pooled = maskedMeanPool(x, mask, lengths, b, len);
-    const h = gelu(linear(pooled, params["mlp.w1"], params["mlp.b1"]));
-    return tf.reshape(linear(h, params["mlp.w2"], params["mlp.b2"]), [
-      b,
-    ]) as tf.Tensor1D;
+  const c = prepareRaterBatch(cfg, batch);
+  try {
+    return raterScoresFromConstants(params, cfg, c);
+  } finally {
+    disposeRaterBatch(c);
   }
-  x = tf.reshape(tf.add(tf.reshape(x, [b, len, cfg.dModel]), params.pos), [
-    b * len,
-    cfg.dModel,
-  ]);
-  // Padded keys get a large negative bias: [b, 1, 1, len] broadcasts over heads and queries.
-  const bias = tf.reshape(tf.mul(tf.sub(1, mask), MASK_BIAS), [b, 1, 1, len]);
-  for (let i = 0; i < cfg.layers; i++) {
-    x = transformerBlock(x, params, i, b, len, cfg.heads, bias);
-  }
-  const pooled = maskedMeanPool(
-    layerNorm(x, params["lnf.g"], params["lnf.b"]),
-    mask,
-    lengths,
-    b,
-    len,
-  );
-  return tf.reshape(linear(pooled, params["head.w"], params["head.b"]), [
-    b,
-  ]) as tf.Tensor1D;
 }
 
 /**

@@ -1,0 +1,227 @@
+/**
+ * Training data for meta-training: the `train` records the rater learns to rate and the `heldout`
+ * records of the outer objective, loaded once into compact byte arrays (each record keeps only its
+ * first `seqLen` UTF-8 bytes, all the models ever see), and batches drawn from them with the run's
+ * seeded generator, so a resumed run draws exactly the batches the uninterrupted run would have.
+ *
+ * Records whose text is empty are skipped and counted (they carry nothing to rate); lines that are
+ * not records (bad JSON, no id or text field) are skipped and counted; text that was not valid UTF-8
+ * is kept with U+FFFD where bytes were invalid (broken encodings are exactly what a rater should
+ * learn to score low) and counted.
+ *
+ * @example
+ * ```ts
+ * const train = await loadDataset("s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
+ * const batch = sampleBatch(train, 32, rng); // ByteBatch
+ * ```
+ */
+import { type ByteBatch, encodeBatch } from "../lib/bytes.ts";
+import { readRecords, type RecordError } from "../lib/records.ts";
+import { list, stat, StorageError } from "../lib/storage.ts";
+import type { Rng } from "./rng.ts";
+
+/** Records in memory: record i is `bytes.subarray(offsets[i], offsets[i + 1])`. */
+export interface Dataset {
+  name: string;
+  uri: string;
+  count: number;
+  bytes: Uint8Array;
+  offsets: Uint32Array;
+  stats: DatasetStats;
+}
+
+export interface DatasetStats {
+  shards: number;
+  /** Non-blank lines read. */
+  lines: number;
+  /** Usable records. */
+  records: number;
+  /** Lines that are not records, by reason (`bad-json`, `missing-text`, ...). */
+  skipped: Record<string, number>;
+  /** Records with an empty text (skipped). */
+  emptyText: number;
+  /** Records whose text had invalid UTF-8 (kept, with U+FFFD). */
+  invalidUtf8: number;
+}
+
+/** The data cannot be used for training; the message says which split and what to do. */
+export class DataError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "DataError";
+  }
+}
+
+const SHARD_PATTERN = /\.jsonl(\.gz)?$/;
+
+/** The shard URIs of a prefix (sorted), or the URI itself if it names one object. */
+export async function listShards(uri: string): Promise<string[]> {
+  const shards: string[] = [];
+  const others: string[] = [];
+  for await (const obj of list(uri)) {
+    if (SHARD_PATTERN.test(obj.uri)) shards.push(obj.uri);
+    else others.push(obj.uri);
+  }
+  if (shards.length > 0) return shards.sort();
+  // A single object named exactly (any extension) is a shard too.
+  if (await stat(uri)) return [uri];
+  if (others.length > 0) {
+    throw new DataError(
+      `no .jsonl or .jsonl.gz shards under ${uri} (found ${others.length} other objects, e.g. ${
+        others[0]
+      }); point the data URI at the folder of record shards`,
+    );
+  }
+  throw new DataError(`no data at ${uri}: the prefix is empty or does not exist`);
+}
+
+/** Loads every record of a split (prefix or single shard). Throws {@link DataError}. */
+export async function loadDataset(
+  uri: string,
+  opts: {
+    seqLen: number;
+    name: string;
+    idField?: string;
+    textField?: string;
+  },
+): Promise<Dataset> {
+  const stats: DatasetStats = {
+    shards: 0,
+    lines: 0,
+    records: 0,
+    skipped: {},
+    emptyText: 0,
+    invalidUtf8: 0,
+  };
+  let bytes = new Uint8Array(1 << 16);
+  let used = 0;
+  const offsets: number[] = [0];
+  let shards: string[];
+  try {
+    shards = await listShards(uri);
+    for (const shard of shards) {
+      stats.shards++;
+      const records = readRecords(shard, {
+        idField: opts.idField,
+        textField: opts.textField,
+        onInvalid: "skip",
+        onSkip: (e: RecordError) => {
+          stats.lines++;
+          stats.skipped[e.kind] = (stats.skipped[e.kind] ?? 0) + 1;
+        },
+      });
+      for await (const r of records) {
+        stats.lines++;
+        if (r.text.length === 0) {
+          stats.emptyText++;
+          continue;
+        }
+        if (r.invalidUtf8) stats.invalidUtf8++;
+        const head = headBytes(r.text, opts.seqLen);
+        if (used + head.length > bytes.length) {
+          const grown = new Uint8Array(Math.max(bytes.length * 2, used + head.length));
+          grown.set(bytes.subarray(0, used));
+          bytes = grown;
+        }
+        bytes.set(head, used);
+        used += head.length;
+        offsets.push(used);
+        stats.records++;
+      }
+    }
+  } catch (e) {
+    if (e instanceof DataError) throw e;
+    if (e instanceof StorageError) {
+      throw new DataError(`cannot read ${opts.name} data at ${uri}: ${e.message}`, { cause: e });
+    }
+    throw new DataError(
+      `cannot read ${opts.name} data at ${uri}: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  if (stats.records === 0) {
+    throw new DataError(
+      `${opts.name} data at ${uri} has no usable records (${describeStats(stats)}); ` +
+        `each line must be a JSON object with a non-empty text field`,
+    );
+  }
+  return {
+    name: opts.name,
+    uri,
+    count: stats.records,
+    bytes: bytes.slice(0, used),
+    offsets: Uint32Array.from(offsets),
+    stats,
+  };
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The first `seqLen` UTF-8 bytes of a text, exactly as `encodeBatch` would truncate the whole
+ * text, without encoding all of it: a UTF-16 unit is at least one byte, so `seqLen` units suffice,
+ * plus the low half of a surrogate pair cut at the boundary.
+ */
+export function headBytes(text: string, seqLen: number): Uint8Array {
+  let end = Math.min(text.length, seqLen);
+  const last = text.charCodeAt(end - 1);
+  if (end < text.length && last >= 0xd800 && last <= 0xdbff) end++;
+  return encoder.encode(text.slice(0, end)).subarray(0, seqLen);
+}
+
+/** One line summary of what was read and skipped. */
+export function describeStats(s: DatasetStats): string {
+  const skipped = Object.entries(s.skipped).map(([k, n]) => `${n} ${k}`);
+  if (s.emptyText) skipped.push(`${s.emptyText} empty text`);
+  return `${s.shards} shard(s), ${s.lines} line(s), ${s.records} record(s)` +
+    (skipped.length ? `, skipped: ${skipped.join(", ")}` : "") +
+    (s.invalidUtf8 ? `, ${s.invalidUtf8} with invalid UTF-8 kept` : "");
+}
+
+/** Record i's bytes. */
+export function recordAt(ds: Dataset, i: number): Uint8Array {
+  return ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]);
+}
+
+/**
+ * A batch of `size` records drawn uniformly with replacement (so datasets smaller than a batch
+ * still work), deterministic given the generator's state.
+ */
+export function sampleBatch(
+  ds: Dataset,
+  size: number,
+  rng: Rng,
+  seqLen: number,
+): ByteBatch {
+  const picked: Uint8Array[] = [];
+  for (let i = 0; i < size; i++) picked.push(recordAt(ds, rng.int(ds.count)));
+  return encodeBatch(picked, seqLen);
+}
+
+/** Records in memory from texts (tests and the toy task). */
+export function datasetFromTexts(
+  name: string,
+  texts: readonly string[],
+  seqLen: number,
+): Dataset {
+  const heads = texts.filter((t) => t.length > 0).map((t) => headBytes(t, seqLen));
+  const offsets = new Uint32Array(heads.length + 1);
+  heads.forEach((h, i) => (offsets[i + 1] = offsets[i] + h.length));
+  const bytes = new Uint8Array(offsets[heads.length]);
+  heads.forEach((h, i) => bytes.set(h, offsets[i]));
+  return {
+    name,
+    uri: `memory:${name}`,
+    count: heads.length,
+    bytes,
+    offsets,
+    stats: {
+      shards: 0,
+      lines: texts.length,
+      records: heads.length,
+      skipped: {},
+      emptyText: texts.length - heads.length,
+      invalidUtf8: 0,
+    },
+  };
+}

@@ -133,14 +133,44 @@ export function percentileOf(cal: ScoreCalibration, score: number): number {
   return (first - 1 + (score - a) / (b - a)) / last;
 }
 
-/** ln Σ exp(terms), without overflow or underflow. */
-function logSumExp(terms: number[]): number {
-  let max = -Infinity;
-  for (const t of terms) if (t > max) max = t;
-  if (max === -Infinity) return -Infinity;
-  let s = 0;
-  for (const t of terms) s += Math.exp(t - max);
-  return max + Math.log(s);
+/** ln(m!) for m < LOG_FACTORIAL_TABLE.length, summed exactly once. */
+const LOG_FACTORIAL_TABLE = (() => {
+  const t = new Float64Array(256);
+  for (let m = 2; m < t.length; m++) t[m] = t[m - 1] + Math.log(m);
+  return t;
+})();
+
+/** ln(m!) for an integer m ≥ 0: a table below 256, Stirling's series (error < 1e-25) above. */
+function logFactorial(m: number): number {
+  if (m < LOG_FACTORIAL_TABLE.length) return LOG_FACTORIAL_TABLE[m];
+  const x = m + 1; // ln Γ(x)
+  const x2 = x * x;
+  return (x - 0.5) * Math.log(x) - x + 0.5 * Math.log(2 * Math.PI) +
+    (1 / 12 - (1 / 360 - (1 / 1260 - 1 / (1680 * x2)) / x2) / x2) / x;
+}
+
+/** Stop summing once a term is this many nats below the running sum (e^-50 ≈ 2e-22). */
+const NEGLIGIBLE_NATS = 50;
+
+/**
+ * ln Σ_j exp(t_j) over terms walked away from the mode of a unimodal sequence: `first` is the
+ * largest term and `nextLog(i, t)` gives the log of the term after `t` (null past the end). The
+ * terms shrink ever faster, so the walk stops when they no longer change the sum.
+ */
+function logTailSum(
+  first: number,
+  nextLog: (step: number, t: number) => number | null,
+): number {
+  let sum = 1; // Σ exp(t_j - first)
+  let t: number | null = first;
+  for (let i = 1;; i++) {
+    t = nextLog(i, t);
+    if (t === null) break;
+    const rel = t - first;
+    sum += Math.exp(rel);
+    if (rel < Math.log(sum) - NEGLIGIBLE_NATS) break;
+  }
+  return first + Math.log(sum);
 }
 
 /**
@@ -149,16 +179,15 @@ function logSumExp(terms: number[]): number {
  * probability 1−p, and it is kept iff fewer than K of them do,
  *   P = Σ_{s=0}^{K−1} C(B−1, s) (1−p)^s p^(B−1−s).
  *
- * Summed in log space (binomial coefficients built incrementally) over whichever tail holds less
- * probability, so B in the thousands neither overflows C(B−1, s) nor underflows p^(B−1), and
- * values near 0 and near 1 both keep their precision. O(B) per call. Written here rather
- * than pulled from a statistics package because it is this one sum.
+ * Computed in log space over whichever tail of Binomial(B−1, 1−p) holds less probability
+ * (so values near 0 and near 1 both keep their precision), starting at the tail's edge, next to
+ * the mode, with ln C from log-factorials, and walking outwards only while terms still matter:
+ * O(√B) work even for B in the millions, no overflow of C(B−1, s), no underflow of p^(B−1).
+ * Written here rather than pulled from a statistics package because it is this one sum.
  */
 export function acceptProbability(p: number, K: number, B: number): number {
   if (!Number.isInteger(B) || B < 1) {
-    throw new CalibrationError(
-      `batch size B must be an integer >= 1, got ${B}`,
-    );
+    throw new CalibrationError(`batch size B must be an integer >= 1, got ${B}`);
   }
   if (!Number.isInteger(K) || K < 1 || K > B) {
     throw new CalibrationError(`K must be an integer in [1, B=${B}], got ${K}`);
@@ -172,26 +201,26 @@ export function acceptProbability(p: number, K: number, B: number): number {
   if (p === 0) return 0; // everybody does, and K <= n
   const lnAbove = Math.log1p(-p); // ln(1 - p)
   const lnBelow = Math.log(p);
-  // The number S of the other records that outrank this one is Binomial(n, 1 - p). Sum whichever
-  // tail holds less probability, so the result keeps full precision near 0 and near 1.
+  const lnTerm = (s: number) =>
+    logFactorial(n) - logFactorial(s) - logFactorial(n - s) + s * lnAbove + (n - s) * lnBelow;
+  // S, the number of other records that outrank this one, is Binomial(n, 1 - p), whose pmf
+  // rises up to its mode ⌊(n+1)(1−p)⌋ and falls after it.
   if (K - 1 < n * (1 - p)) {
-    // P(S <= K - 1), s = 0..K-1, with ln C(n, s) built upwards from C(n, 0) = 1.
-    const lower: number[] = [];
-    let lnC = 0;
-    for (let s = 0; s < K; s++) {
-      lower.push(lnC + s * lnAbove + (n - s) * lnBelow);
-      lnC += Math.log(n - s) - Math.log(s + 1);
-    }
-    return Math.min(1, Math.exp(logSumExp(lower)));
+    // Lower tail P(S ≤ K−1): K−1 is below the mode, so terms shrink walking down to s = 0.
+    // term(s−1) = term(s) · s / (n−s+1) · p / (1−p)
+    const ln = logTailSum(lnTerm(K - 1), (i, t) => {
+      const s = K - i; // index of the term being produced, plus one
+      return s < 1 ? null : t + Math.log(s) - Math.log(n - s + 1) + lnBelow - lnAbove;
+    });
+    return Math.min(1, Math.exp(ln));
   }
-  // 1 - P(S >= K), s = n..K, with ln C(n, s) built downwards from C(n, n) = 1.
-  const upper: number[] = [];
-  let lnC = 0;
-  for (let s = n; s >= K; s--) {
-    upper.push(lnC + s * lnAbove + (n - s) * lnBelow);
-    lnC += Math.log(s) - Math.log(n - s + 1); // C(n, s-1) = C(n, s) · s / (n - s + 1)
-  }
-  return Math.max(0, 1 - Math.exp(logSumExp(upper)));
+  // Upper tail P(S ≥ K): K is above the mode, so terms shrink walking up to s = n.
+  // term(s+1) = term(s) · (n−s) / (s+1) · (1−p) / p
+  const ln = logTailSum(lnTerm(K), (i, t) => {
+    const s = K + i - 1; // index of the previous term
+    return s >= n ? null : t + Math.log(n - s) - Math.log(s + 1) + lnAbove - lnBelow;
+  });
+  return Math.max(0, 1 - Math.exp(ln));
 }
 
 const utf8 = new TextEncoder();

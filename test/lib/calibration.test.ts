@@ -27,6 +27,19 @@ function directAccept(p: number, K: number, B: number) {
   return total;
 }
 
+/** The whole lower-tail sum in log space, every term: O(B), the reference for large B. */
+function fullLogSpaceAccept(p: number, K: number, B: number) {
+  const n = B - 1;
+  const terms: number[] = [];
+  let lnC = 0;
+  for (let s = 0; s < K; s++) {
+    terms.push(lnC + s * Math.log1p(-p) + (n - s) * Math.log(p));
+    lnC += Math.log(n - s) - Math.log(s + 1);
+  }
+  const max = Math.max(...terms);
+  return Math.exp(max + Math.log(terms.reduce((a, t) => a + Math.exp(t - max), 0)));
+}
+
 describe("quantileCalibration", () => {
   it("stores the 101 percentiles 0..100 of the reference scores", () => {
     const scores = Array.from({ length: 101 }, (_, i) => 100 - i); // unsorted input
@@ -165,6 +178,14 @@ describe("acceptProbability", () => {
     }
     expect(acceptProbability(0.5, 1, 100_000)).toBe(0);
     expect(acceptProbability(0.999999, 99_999, 100_000)).toBeCloseTo(1, 12);
+  });
+
+  it("equals the full O(B) log-space sum for B = 3000 (the truncated walk loses nothing)", () => {
+    for (const K of [1, 30, 750, 1500, 2250, 2999]) {
+      for (const p of [0.05, 0.25, 0.5, 0.74, 0.75, 0.76, 0.99]) {
+        expect(acceptProbability(p, K, 3000)).toBeCloseTo(fullLogSpaceAccept(p, K, 3000), 10);
+      }
+    }
   });
 
   it("satisfies the complement identity A(p, K, B) + A(1-p, B-K, B) = 1", () => {

@@ -263,13 +263,15 @@ export async function trainDownstream(
       seenBytes += windows.reduce((a, w) => a + w.length, 0);
       const c = prepareLmBatch(b);
       const mask = tf.tensor2d(b.mask, [b.batch, seqLen]);
+      type StepOut = { value: tf.Scalar; params: Params; state: OptState };
+      // tidy keeps every tensor reachable from the returned object (the state's slots included).
       const out = tf.tidy(() => {
         const { value, grads } = tf.valueAndGrads(lossOf(mask, c))(names.map((n) => params[n]));
         const g: Params = {};
         names.forEach((n, i) => (g[n] = grads[i]));
         const { updates, state: next } = optimizer.update(g, state, params);
-        return { value, params: applyUpdates(params, updates), state: next };
-      });
+        return { value, params: applyUpdates(params, updates), state: next } as unknown as tf.TensorContainer;
+      }) as unknown as StepOut;
       mask.dispose();
       c.inputs.dispose();
       c.targets.dispose();
@@ -277,7 +279,7 @@ export async function trainDownstream(
       disposeParams(params);
       disposeState(state);
       params = out.params;
-      state = out.state as OptState;
+      state = out.state;
       const loss = (await out.value.data())[0];
       out.value.dispose();
       if (!Number.isFinite(loss)) throw new Error(`downstream training diverged at step ${step} (loss ${loss}); lower lr`);

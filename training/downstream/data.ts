@@ -1,0 +1,113 @@
+/**
+ * Reading the evaluation's data: record shards under a prefix (with their analysis fields), and the
+ * records a DataRater kept, read through the filter manifests with the manifest reader library.
+ *
+ * @example
+ * ```ts
+ * const train = await loadRecords("s3://b/corpus/train/");
+ * const kept = await loadKeptRecords("s3://b/manifests/keep-0.75/");
+ * ```
+ */
+import { keptRecords, readManifest } from "../../lib/manifest.ts";
+import { encodeJsonlGz, readRecords } from "../../lib/records.ts";
+import { joinUri } from "../../lib/config.ts";
+import { list, writeObject } from "../../lib/storage.ts";
+import { listShards } from "../data.ts";
+
+/** A record with the fields the analysis uses. */
+export interface EvalRecord {
+  id: string;
+  text: string;
+  /** The corpus's `source` label (analysis only; `unknown` when absent). */
+  source: string;
+  /** Corruption level where the corpus records one. */
+  noise?: number;
+  /** Shard URI and 1-based line, to join with manifests. */
+  shard: string;
+  line: number;
+}
+
+/** All records of every shard under a prefix (or one shard), in shard then line order. */
+export async function loadRecords(prefix: string): Promise<EvalRecord[]> {
+  const out: EvalRecord[] = [];
+  for (const shard of await listShards(prefix)) {
+    for await (const r of readRecords(shard, { onInvalid: "skip" })) {
+      out.push({
+        id: r.id,
+        text: r.text,
+        source: typeof r.record.source === "string" ? r.record.source : "unknown",
+        noise: typeof r.record.noise === "number" ? r.record.noise : undefined,
+        shard,
+        line: r.line,
+      });
+    }
+  }
+  return out;
+}
+
+/** Manifest URIs under a prefix, sorted (every object whose name ends in `.jsonl` or `.manifest.jsonl`). */
+export async function listManifests(prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of list(prefix.endsWith("/") ? prefix : prefix + "/")) {
+    if (/\.jsonl$/.test(o.uri)) out.push(o.uri);
+  }
+  if (out.length === 0) throw new Error(`no manifests under ${prefix}: score the shards first (deno task score)`);
+  return out.sort();
+}
+
+/** Texts of the records the manifests under `prefix` keep (joined with their shards and verified). */
+export async function loadKeptTexts(prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const m of await listManifests(prefix)) {
+    for await (const r of keptRecords(m)) out.push(r.text);
+  }
+  return out;
+}
+
+/** Every manifest entry under a prefix, keyed by `shard#line` and by id, for joining with {@link EvalRecord}s. */
+export async function loadScores(
+  prefix: string,
+): Promise<{
+  scores: Map<string, { score: number; keep: boolean }>;
+  byId: Map<string, { score: number; keep: boolean }>;
+  threshold: number | null;
+  records: number;
+}> {
+  const scores = new Map<string, { score: number; keep: boolean }>();
+  const byId = new Map<string, { score: number; keep: boolean }>();
+  let threshold: number | null = null;
+  let records = 0;
+  for (const m of await listManifests(prefix)) {
+    const { header, entries } = await readManifest(m);
+    threshold = header.threshold;
+    records += header.counts.records;
+    for await (const e of entries) {
+      const v = { score: e.score, keep: e.keep };
+      scores.set(`${header.input.uri}#${e.line}`, v);
+      byId.set(e.id, v);
+    }
+  }
+  return { scores, byId, threshold, records };
+}
+
+/** Join key of a record with manifest entries. */
+export function recordKey(r: Pick<EvalRecord, "shard" | "line">): string {
+  return `${r.shard}#${r.line}`;
+}
+
+/**
+ * Writes records as gzip JSON Lines shards under `prefix` (a filtered copy of a dataset), then a
+ * `_done.json` marker with `info`; a prefix that has the marker is complete and is reused.
+ */
+export async function writeRecordShards(
+  prefix: string,
+  records: { id: string; text: string; source?: string }[],
+  info: Record<string, unknown>,
+  shardSize = 2000,
+): Promise<void> {
+  for (let i = 0, n = 0; i < records.length || n === 0; i += shardSize, n++) {
+    const chunk = records.slice(i, i + shardSize).map(({ id, text, source }) => ({ id, text, source }));
+    await writeObject(joinUri(prefix, `shard-${String(n).padStart(5, "0")}.jsonl.gz`), await encodeJsonlGz(chunk));
+  }
+  await writeObject(joinUri(prefix, "_done.json"), JSON.stringify({ records: records.length, ...info }) + "\n");
+}

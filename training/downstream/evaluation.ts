@@ -1,0 +1,391 @@
+/**
+ * The downstream evaluation (issue 6, step 4): train byte-level LMs from scratch, same model,
+ * optimiser and token budget, on all data (baseline), on DataRater-filtered data at each discard
+ * fraction (read through the filter manifests), and on the baselines' data (C4/Gopher heuristics,
+ * perplexity filtering, random dropping, the source-label oracle); evaluate each on the test sets;
+ * compute net compute gains per seed. Every run is a resumable stage: its result object is written
+ * once at the end, and a rerun skips runs whose result exists.
+ *
+ * @example
+ * ```ts
+ * const result = await runEvaluation({ variant: "mixture", train: "s3://b/c/train/", ... });
+ * ```
+ */
+import { fileURLToPath } from "node:url";
+import { joinUri } from "../../lib/config.ts";
+import { readJsonIfExists, stat, writeObject } from "../../lib/storage.ts";
+import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
+import { type EvalRecord, loadRecords, loadScores, writeRecordShards } from "./data.ts";
+import {
+  type FilterOutput,
+  heuristicBaseline,
+  keepRatesBySource,
+  oracleFilter,
+  perplexityFilter,
+  perplexityScores,
+  randomFilter,
+} from "./filters.ts";
+import type { RunData, RunResult, RunSpec } from "./run.ts";
+import type { DownstreamConfig } from "./trainer.ts";
+import { useBackend } from "../backend.ts";
+import { installFastTransposedMatMul } from "./wasm-matmul.ts";
+
+/** Baseline filters the evaluation can run. */
+export type BaselineMethod = "heuristic" | "perplexity" | "random" | "oracle";
+
+/** What to evaluate. */
+export interface EvaluationInput {
+  /** Name of this corpus variant (`mixture`, `clean-only`). */
+  variant: string;
+  train: string;
+  /** Reference data for the perplexity filter's LM (the rater's held-out split). */
+  heldout: string;
+  /** Test set name → prefix. */
+  testSets: Record<string, string>;
+  /** The test set the headline figures use. */
+  primaryTest: string;
+  /** DataRater manifests per discard fraction (prefix of one manifest per shard). */
+  raterManifests: Record<string, string>;
+  /** The rater's inference FLOPs per record scored. */
+  raterFlopsPerRecord: number;
+  baselines: BaselineMethod[];
+  fractions: number[];
+  seeds: number[];
+  downstream: DownstreamConfig;
+  /** The ≥4× larger LM of the transfer check (baseline + DataRater at every fraction). */
+  transfer?: { downstream: DownstreamConfig; seeds: number[] };
+  /** Prefix for filtered datasets, run specs and results. */
+  output: string;
+  /** Runs at once (each is a process on its own core). */
+  jobs: number;
+}
+
+/** A run reduced to what the report needs. */
+export interface RunSummary {
+  name: string;
+  method: string;
+  fraction: number | null;
+  seed: number;
+  size: "small" | "large";
+  trainRecords: number;
+  finalLosses: Record<string, number>;
+  curve: { flops: number; losses: Record<string, number> }[];
+  trainFlops: number;
+  wallSeconds: number;
+}
+
+/** Gains of one method (at one fraction) over the baseline, per test set. */
+export interface MethodGain {
+  method: string;
+  fraction: number | null;
+  size: "small" | "large";
+  /** Extra FLOPs charged (the rater's or the perplexity LM's inference over every record scored). */
+  filterFlops: number;
+  byTest: Record<string, { perSeed: ComputeGain[]; summary: SeedSummary; finalLoss: SeedSummary }>;
+}
+
+/** Everything the report is written from. */
+export interface EvaluationResult {
+  variant: string;
+  primaryTest: string;
+  testSets: string[];
+  fractions: number[];
+  seeds: number[];
+  trainRecords: number;
+  runs: RunSummary[];
+  gains: MethodGain[];
+  /** `method@fraction` → source → share kept. */
+  keepRates: Record<string, Record<string, number>>;
+  /** Rater score statistics per source (mean, count). */
+  scoreBySource: Record<string, { mean: number; count: number }>;
+  lowestRated: { score: number; source: string; text: string }[];
+  highestRated: { score: number; source: string; text: string }[];
+  heuristicReasons: Record<string, number>;
+  config: { downstream: DownstreamConfig; transfer?: DownstreamConfig; raterFlopsPerRecord: number };
+}
+
+const RUN_SCRIPT = fileURLToPath(new URL("./run.ts", import.meta.url));
+
+/** `25` for 0.25: fraction labels in names. */
+export function pct(f: number): string {
+  return String(Math.round(f * 100));
+}
+
+/** Spawns one run as a process; resolves when its result exists. */
+async function spawnRun(specUri: string, name: string, log: (l: string) => void): Promise<void> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", RUN_SCRIPT, specUri],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let stderr = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) => {
+    let buf = "";
+    for await (const chunk of stream) {
+      buf += decoder.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    }
+    if (buf) onLine(buf);
+  };
+  const [status] = await Promise.all([
+    child.status,
+    pump(child.stdout, log),
+    pump(child.stderr, (l) => (stderr += l + "\n")),
+  ]);
+  if (!status.success) throw new Error(`downstream run ${name} failed (exit ${status.code}):\n${stderr.slice(-4000)}`);
+}
+
+/** Runs tasks with at most `jobs` at once; rejects with the first failure after the rest settle. */
+async function pool<T>(items: T[], jobs: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const errors: unknown[] = [];
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++];
+      try {
+        await work(item);
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, jobs) }, worker));
+  if (errors.length > 0) throw errors[0];
+}
+
+function summarizeRun(r: RunResult): RunSummary {
+  return {
+    name: r.spec.name,
+    method: r.spec.meta.method,
+    fraction: r.spec.meta.fraction,
+    seed: r.spec.meta.seed,
+    size: r.spec.meta.size,
+    trainRecords: r.trainRecords,
+    finalLosses: r.finalLosses,
+    curve: r.curve.map((p) => ({ flops: p.flops, losses: p.losses })),
+    trainFlops: r.curve[r.curve.length - 1].flops,
+    wallSeconds: r.wallSeconds,
+  };
+}
+
+/**
+ * Builds the baselines' filtered datasets (reusing finished ones), plans every run, runs the
+ * missing ones, and computes gains and the rater analysis.
+ */
+export async function runEvaluation(
+  input: EvaluationInput,
+  log: (line: string) => void = (l) => console.error(l),
+): Promise<EvaluationResult> {
+  const out = (name: string) => joinUri(input.output, name);
+  log(`[${input.variant}] loading ${input.train}`);
+  const train = await loadRecords(input.train);
+  const filterFlops: Record<string, number> = {};
+  const keepRates: Record<string, Record<string, number>> = {};
+  let heuristicReasons: Record<string, number> = {};
+
+  // --- Baseline filters, materialised as record shards (a finished one has `_done.json`).
+  const datasets: { key: string; method: string; fraction: number | null; data: RunData }[] = [
+    { key: "baseline", method: "baseline", fraction: null, data: { kind: "records", prefix: input.train } },
+  ];
+  const materialise = async (key: string, make: () => Promise<FilterOutput> | FilterOutput) => {
+    const prefix = out(`filtered/${key}/`);
+    const done = await readJsonIfExists<{ inferenceFlops: number; keepRates: Record<string, number>; reasons?: Record<string, number> }>(
+      joinUri(prefix, "_done.json"),
+    );
+    if (done) {
+      filterFlops[key] = done.inferenceFlops;
+      keepRates[key] = done.keepRates;
+      if (done.reasons) heuristicReasons = done.reasons;
+      return prefix;
+    }
+    const f = await make();
+    const rates = keepRatesBySource(train, f.kept);
+    await writeRecordShards(prefix, f.kept, { inferenceFlops: f.inferenceFlops, keepRates: rates, reasons: f.reasons });
+    filterFlops[key] = f.inferenceFlops;
+    keepRates[key] = rates;
+    if (f.reasons) heuristicReasons = f.reasons;
+    log(`[${input.variant}] filter ${key}: kept ${f.kept.length} of ${train.length}`);
+    return prefix;
+  };
+  if (input.baselines.includes("heuristic")) {
+    const prefix = await materialise("heuristic", () => heuristicBaseline(train));
+    datasets.push({ key: "heuristic", method: "heuristic", fraction: null, data: { kind: "records", prefix } });
+  }
+  if (input.baselines.includes("oracle")) {
+    const prefix = await materialise("oracle", () => oracleFilter(train));
+    datasets.push({ key: "oracle", method: "oracle", fraction: null, data: { kind: "records", prefix } });
+  }
+  if (input.baselines.includes("random")) {
+    for (const f of input.fractions) {
+      const key = `random@${pct(f)}`;
+      const prefix = await materialise(key, () => randomFilter(train, f, 1234));
+      datasets.push({ key, method: "random", fraction: f, data: { kind: "records", prefix } });
+    }
+  }
+  if (input.baselines.includes("perplexity")) {
+    let scorer: Awaited<ReturnType<typeof perplexityScores>> | null = null;
+    const getScorer = async () => {
+      if (!scorer) {
+        log(`[${input.variant}] training the perplexity filter's LM on ${input.heldout}`);
+        await useBackend("wasm");
+        installFastTransposedMatMul();
+        const heldout = (await loadRecords(input.heldout)).map((r) => r.text);
+        scorer = await perplexityScores(heldout, train, { ...input.downstream, seed: 4321 });
+      }
+      return scorer;
+    };
+    for (const f of input.fractions) {
+      const key = `perplexity@${pct(f)}`;
+      const prefix = await materialise(key, async () => perplexityFilter(train, await getScorer(), f));
+      datasets.push({ key, method: "perplexity", fraction: f, data: { kind: "records", prefix } });
+    }
+  }
+  for (const f of input.fractions) {
+    const manifests = input.raterManifests[String(f)];
+    if (!manifests) throw new Error(`no DataRater manifests for discard fraction ${f}`);
+    const key = `datarater@${pct(f)}`;
+    filterFlops[key] = train.length * input.raterFlopsPerRecord;
+    datasets.push({ key, method: "datarater", fraction: f, data: { kind: "manifests", prefix: manifests } });
+  }
+
+  // --- Rater analysis: keep rates per source, score statistics, extremes.
+  const scoreBySource: Record<string, { mean: number; count: number }> = {};
+  let rated: { score: number; source: string; text: string }[] = [];
+  for (const f of input.fractions) {
+    // Join by shard and line; fall back to the id where the scorer spelled the shard URI differently.
+    const { scores, byId } = await loadScores(input.raterManifests[String(f)]);
+    const kept: EvalRecord[] = [];
+    const scoredRecords: { score: number; source: string; text: string }[] = [];
+    for (const r of train) {
+      const s = scores.get(`${r.shard}#${r.line}`) ?? byId.get(r.id);
+      if (!s) continue;
+      if (s.keep) kept.push(r);
+      scoredRecords.push({ score: s.score, source: r.source, text: r.text });
+    }
+    if (scoredRecords.length === 0) {
+      throw new Error(
+        `the manifests under ${input.raterManifests[String(f)]} describe none of the records under ${input.train}`,
+      );
+    }
+    keepRates[`datarater@${pct(f)}`] = keepRatesBySource(train, kept);
+    rated = scoredRecords;
+  }
+  const sums: Record<string, [number, number]> = {};
+  for (const r of rated) {
+    const s = (sums[r.source] ??= [0, 0]);
+    s[0] += r.score;
+    s[1]++;
+  }
+  for (const [src, [sum, n]] of Object.entries(sums).sort()) scoreBySource[src] = { mean: sum / n, count: n };
+  rated.sort((a, b) => a.score - b.score);
+  const clip = (r: { score: number; source: string; text: string }) => ({ ...r, text: r.text.slice(0, 200) });
+  const lowestRated = rated.slice(0, 5).map(clip);
+  const highestRated = rated.slice(-5).reverse().map(clip);
+
+  // --- Plan and execute the runs.
+  const specs: RunSpec[] = [];
+  const plan = (d: (typeof datasets)[number], seed: number, size: "small" | "large", config: DownstreamConfig) => {
+    const name = `${input.variant}-${d.key.replace("@", "-")}-${size}-s${seed}`;
+    specs.push({
+      name,
+      data: d.data,
+      evalSets: input.testSets,
+      config: { ...config, seed },
+      output: out(`runs/${name}.json`),
+      meta: { method: d.method, fraction: d.fraction, seed, size, variant: input.variant },
+    });
+  };
+  for (const seed of input.seeds) for (const d of datasets) plan(d, seed, "small", input.downstream);
+  if (input.transfer) {
+    for (const seed of input.transfer.seeds) {
+      for (const d of datasets.filter((d) => d.method === "baseline" || d.method === "datarater")) {
+        plan(d, seed, "large", input.transfer.downstream);
+      }
+    }
+  }
+  const todo: RunSpec[] = [];
+  for (const s of specs) if (!(await stat(s.output))) todo.push(s);
+  log(`[${input.variant}] ${specs.length} downstream runs, ${specs.length - todo.length} already finished`);
+  let finished = 0;
+  await pool(todo, input.jobs, async (spec) => {
+    const specUri = out(`specs/${spec.name}.json`);
+    await writeObject(specUri, JSON.stringify(spec) + "\n");
+    await spawnRun(specUri, spec.name, (line) => {
+      try {
+        const p = JSON.parse(line) as { step?: number; steps?: number; losses?: Record<string, number> };
+        if (p.step !== undefined && p.losses) {
+          const losses = Object.entries(p.losses).map(([k, v]) => `${k}=${v.toFixed(3)}`).join(" ");
+          log(`  ${spec.name} step ${p.step}/${p.steps} ${losses}`);
+        }
+      } catch {
+        log(`  ${spec.name}: ${line}`);
+      }
+    });
+    finished++;
+    log(`[${input.variant}] finished ${spec.name} (${finished}/${todo.length})`);
+  });
+  const results: RunResult[] = [];
+  for (const s of specs) {
+    const r = await readJsonIfExists<RunResult>(s.output);
+    if (!r) throw new Error(`run ${s.name} has no result at ${s.output}`);
+    results.push(r);
+  }
+
+  // --- Gains over the baseline, per seed and test set.
+  const gains: MethodGain[] = [];
+  const curveFor = (r: RunResult, test: string) => r.curve.map((p) => ({ flops: p.flops, loss: p.losses[test] }));
+  for (const size of ["small", "large"] as const) {
+    const ofSize = results.filter((r) => r.spec.meta.size === size);
+    const baselineBySeed = new Map(
+      ofSize.filter((r) => r.spec.meta.method === "baseline").map((r) => [r.spec.meta.seed, r]),
+    );
+    const groups = new Map<string, RunResult[]>();
+    for (const r of ofSize) {
+      const key = `${r.spec.meta.method}@${r.spec.meta.fraction ?? ""}`;
+      groups.set(key, [...(groups.get(key) ?? []), r]);
+    }
+    for (const runs of groups.values()) {
+      const { method, fraction } = runs[0].spec.meta;
+      const fkey = fraction === null ? method : `${method}@${pct(fraction)}`;
+      const flops = method === "baseline" ? 0 : filterFlops[fkey] ?? 0;
+      const byTest: MethodGain["byTest"] = {};
+      for (const test of Object.keys(input.testSets)) {
+        const perSeed = runs.map((r) =>
+          computeGain(curveFor(baselineBySeed.get(r.spec.meta.seed)!, test), curveFor(r, test), flops)
+        );
+        byTest[test] = {
+          perSeed,
+          summary: summarizeSeeds(perSeed.map((g) => g.netComputeGain)),
+          finalLoss: summarizeSeeds(runs.map((r) => r.finalLosses[test])),
+        };
+      }
+      gains.push({ method, fraction, size, filterFlops: flops, byTest });
+    }
+  }
+
+  return {
+    variant: input.variant,
+    primaryTest: input.primaryTest,
+    testSets: Object.keys(input.testSets),
+    fractions: input.fractions,
+    seeds: input.seeds,
+    trainRecords: train.length,
+    runs: results.map(summarizeRun),
+    gains,
+    keepRates,
+    scoreBySource,
+    lowestRated,
+    highestRated,
+    heuristicReasons,
+    config: {
+      downstream: input.downstream,
+      transfer: input.transfer?.downstream,
+      raterFlopsPerRecord: input.raterFlopsPerRecord,
+    },
+  };
+}

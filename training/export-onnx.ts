@@ -24,7 +24,12 @@ import { createHash } from "node:crypto";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxTypes } from "onnx-proto";
 import { z } from "zod";
-import { type ScoreCalibration, ScoreCalibrationSchema } from "../lib/calibration.ts";
+import { encodeBatch } from "../lib/bytes.ts";
+import {
+  quantileCalibration,
+  type ScoreCalibration,
+  ScoreCalibrationSchema,
+} from "../lib/calibration.ts";
 import { type RaterConfig, RaterConfigSchema } from "../lib/config.ts";
 import { LN_EPS, MASK_BIAS, type ParamArrays } from "./nn.ts";
 import { raterShapes } from "./rater.ts";
@@ -442,6 +447,69 @@ export function exportRaterOnnx(opts: ExportRaterOptions): Uint8Array {
     ],
   };
   return onnx.ModelProto.encode(model).finish();
+}
+
+/**
+ * Scores records with onnxruntime-node on a serialized rater, in batches, tokenised exactly as
+ * the scoring function does (`encodeBatch`). onnxruntime-node is imported lazily so modules that
+ * only read metadata (the scoring worker, edge runtimes) don't load the native addon through here.
+ */
+export async function scoreWithOnnx(
+  model: Uint8Array,
+  records: readonly (string | Uint8Array)[],
+  seqLen: number,
+  batchSize = 256,
+): Promise<Float32Array> {
+  const ort = await import("onnxruntime-node");
+  const session = await ort.InferenceSession.create(model, {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+  });
+  const out = new Float32Array(records.length);
+  try {
+    for (let start = 0; start < records.length; start += batchSize) {
+      const batch = encodeBatch(records.slice(start, start + batchSize), seqLen);
+      const result = await session.run({
+        [TOKENS_INPUT]: new ort.Tensor("int32", batch.tokens, [batch.batch, seqLen]),
+        [MASK_INPUT]: new ort.Tensor("float32", batch.mask, [batch.batch, seqLen]),
+      });
+      out.set(result[SCORES_OUTPUT].data as Float32Array, start);
+    }
+  } finally {
+    await session.release();
+  }
+  return out;
+}
+
+/** An exported, calibrated rater and its digest. */
+export interface CalibratedExport {
+  model: Uint8Array;
+  sha256: string;
+  calibration: ScoreCalibration;
+}
+
+/**
+ * Exports a rater whose calibration is computed from the exported model's own scores on
+ * `reference` (a sample of the training distribution). Calibrating on the ONNX graph rather than
+ * the tfjs forward pass means thresholds and percentiles match the scores the scoring function
+ * will compute bit for bit.
+ */
+export async function exportCalibratedRater(
+  opts: Omit<ExportRaterOptions, "calibration"> & {
+    reference: readonly (string | Uint8Array)[];
+  },
+): Promise<CalibratedExport> {
+  if (opts.reference.length === 0) {
+    throw new ExportError(
+      "calibration needs a non-empty reference sample of the training records",
+    );
+  }
+  // The metadata doesn't affect the scores: export once with a placeholder to score the sample.
+  const draft = exportRaterOnnx({ ...opts, calibration: quantileCalibration([0]) });
+  const scores = await scoreWithOnnx(draft, opts.reference, opts.seqLen);
+  const calibration = quantileCalibration(scores);
+  const model = exportRaterOnnx({ ...opts, calibration });
+  return { model, sha256: sha256Hex(model), calibration };
 }
 
 /** Parses one JSON metadata value against its schema, naming the key on failure. */

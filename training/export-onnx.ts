@@ -10,6 +10,9 @@
  * - metadata `datarater.format` "1", `datarater.tokenizer`, `datarater.rater`,
  *   `datarater.calibration`, `datarater.config_sha256` (read back by {@link readRaterMetadata}).
  *
+ * {@link exportCalibratedRater} also computes the score calibration, from the exported graph's own
+ * scores on a reference sample, so serving thresholds match serving scores exactly.
+ *
  * LayerNorm and GELU are composed from primitives (not opset-17 LayerNormalization / Gelu) so
  * the arithmetic is the same as tfjs's, step for step.
  *
@@ -110,13 +113,13 @@ export function sha256Hex(bytes: Uint8Array | string): string {
 const FLOAT = 1;
 const INT32 = 6;
 const INT64 = 7;
-const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
 const ATTR_INTS = 7;
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-type Attr = number | number[] | { float: number };
+/** Node attributes used here: one int or a list of ints. */
+type Attr = number | number[];
 
 /** Accumulates nodes and initializers with unique value names. */
 class GraphBuilder {
@@ -176,14 +179,8 @@ class GraphBuilder {
     const id = this.next++;
     const out = outputNames ??
       Array.from({ length: outputs }, (_, i) => `${opType}_${id}_${i}`);
-    const attribute: OnnxTypes.IAttributeProto[] = Object.entries(attrs).map((
-      [name, v],
-    ) =>
-      Array.isArray(v)
-        ? { name, type: ATTR_INTS, ints: v }
-        : typeof v === "number"
-        ? { name, type: ATTR_INT, i: v }
-        : { name, type: ATTR_FLOAT, f: v.float }
+    const attribute: OnnxTypes.IAttributeProto[] = Object.entries(attrs).map(([name, v]) =>
+      Array.isArray(v) ? { name, type: ATTR_INTS, ints: v } : { name, type: ATTR_INT, i: v }
     );
     this.nodes.push({
       opType,

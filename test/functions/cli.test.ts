@@ -1,0 +1,245 @@
+/**
+ * The fan-out CLI (`deno task score`) and the manifest CLI (`deno task manifest`), against the
+ * real scoring function served on loopback over local files.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApp, type ScoringApp } from "../../functions/app.ts";
+import { readManifestHeader } from "../../lib/manifest.ts";
+import { list, stat } from "../../lib/storage.ts";
+import {
+  manifestUriFor,
+  parseScoreArgs,
+  scoreAll,
+  type ScoreAllDeps,
+} from "../../scripts/score.ts";
+import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
+import { buildTestModel, jsonl, referenceTexts } from "./fixtures.ts";
+
+let dir: string;
+let root: string;
+let app: ScoringApp;
+let server: Deno.HttpServer<Deno.NetAddr>;
+let endpoint: string;
+
+beforeAll(async () => {
+  dir = await Deno.makeTempDir({ prefix: "score-cli-" });
+  root = `file://${dir}/`;
+  const model = await buildTestModel();
+  await Deno.writeFile(`${dir}/model.onnx`, model.bytes);
+  await Deno.mkdir(`${dir}/shards/sub`, { recursive: true });
+  for (let s = 0; s < 5; s++) {
+    const texts = referenceTexts(40 + s, 200 + s);
+    const name = s === 4 ? "sub/part-4.jsonl" : `part-${s}.jsonl`;
+    await Deno.writeTextFile(
+      `${dir}/shards/${name}`,
+      jsonl(texts.map((text, i) => ({ id: `${s}-${i}`, text }))),
+    );
+  }
+  await Deno.writeTextFile(`${dir}/shards/README.txt`, "not a shard");
+  app = createApp({ allowedRoots: [root] });
+  server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  endpoint = `http://127.0.0.1:${server.addr.port}`;
+});
+
+afterAll(async () => {
+  await server.shutdown();
+  await app.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+const realDeps = (overrides: Partial<ScoreAllDeps> = {}): ScoreAllDeps => ({
+  fetch,
+  list,
+  stat,
+  sleep: () => Promise.resolve(),
+  random: () => 0.5,
+  ...overrides,
+});
+
+describe("deno task score", () => {
+  it("maps each shard to OUTPUT/<path below the input prefix>.manifest.jsonl", () => {
+    expect(manifestUriFor("s3://b/in/a/part-1.jsonl.gz", "s3://b/in/", "s3://b/out")).toBe(
+      "s3://b/out/a/part-1.manifest.jsonl",
+    );
+    expect(manifestUriFor("s3://b/in/part-1.ndjson", "s3://b/in/part-", "s3://b/out/")).toBe(
+      "s3://b/out/part-1.manifest.jsonl",
+    );
+  });
+
+  it("parses the policy flags and rejects ambiguous or malformed ones", () => {
+    const base = ["--endpoint", "http://x", "--model", "m", "--input", "i/", "--output", "o/"];
+    expect(parseScoreArgs(base).policy).toEqual({ kind: "keepFraction", fraction: 0.5 });
+    expect(parseScoreArgs([...base, "--top-k", "3", "--of", "4"]).policy).toEqual({
+      kind: "topK",
+      k: 3,
+      b: 4,
+      seed: 0,
+    });
+    expect(() => parseScoreArgs([...base, "--threshold", "1", "--keep-fraction", "0.2"]))
+      .toThrowError("give one of --keep-fraction, --threshold, --top-k");
+    expect(() => parseScoreArgs([...base, "--threshold", "abc"])).toThrowError(
+      '--threshold must be a number, got "abc"',
+    );
+    expect(() => parseScoreArgs(base.slice(2))).toThrowError("--endpoint is required");
+  });
+
+  it("scores every shard under the prefix, skips shards whose manifest exists, and sums up", async () => {
+    const output = `${root}manifests/run1/`;
+    // One manifest exists already: that shard must not be sent again.
+    const existing = manifestUriFor(`${root}shards/part-0.jsonl`, `${root}shards/`, output);
+    const pre = await app.request("/v1/score", {
+      method: "POST",
+      body: JSON.stringify({
+        model: `${root}model.onnx`,
+        input: `${root}shards/part-0.jsonl`,
+        output: existing,
+        policy: { kind: "keepFraction", fraction: 0.4 },
+      }),
+    });
+    expect(pre.status).toBe(201);
+    const sent: string[] = [];
+    const progress: number[] = [];
+    const { summary, outcomes } = await scoreAll(
+      {
+        endpoint,
+        model: `${root}model.onnx`,
+        input: `${root}shards/`,
+        output,
+        policy: { kind: "keepFraction", fraction: 0.4 },
+        concurrency: 3,
+      },
+      realDeps({
+        fetch: (url, init) => {
+          sent.push(JSON.parse(String(init!.body)).input);
+          return fetch(url, init);
+        },
+        onShard: (done) => progress.push(done),
+      }),
+    );
+    expect(summary).toMatchObject({
+      shards: 5,
+      created: 4,
+      cached: 0,
+      skippedExisting: 1,
+      failed: 0,
+      records: 41 + 42 + 43 + 44,
+      failures: [],
+    });
+    expect(summary.kept + summary.dropped).toBe(summary.records);
+    expect(sent.sort()).toEqual(
+      ["part-1.jsonl", "part-2.jsonl", "part-3.jsonl", "sub/part-4.jsonl"].map((n) =>
+        `${root}shards/${n}`
+      ),
+    );
+    expect(progress).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(outcomes.map((o) => o.manifest)).toContain(`${output}sub/part-4.manifest.jsonl`);
+    const h = await readManifestHeader(`${output}sub/part-4.manifest.jsonl`);
+    expect(h.counts.records).toBe(44);
+  });
+
+  it("retries transient failures with capped, jittered exponential backoff; 4xx fail at once", async () => {
+    const output = `${root}manifests/retry/`;
+    const calls = new Map<string, number>();
+    const sleeps: number[] = [];
+    const flaky: typeof fetch = (url, init) => {
+      const input = JSON.parse(String(init!.body)).input as string;
+      const n = (calls.get(input) ?? 0) + 1;
+      calls.set(input, n);
+      if (input.endsWith("part-1.jsonl") && n <= 2) {
+        return Promise.resolve(
+          new Response(JSON.stringify({ error: { message: "busy" } }), { status: 503 }),
+        );
+      }
+      if (input.endsWith("part-2.jsonl") && n === 1) {
+        return Promise.reject(new TypeError("connection reset"));
+      }
+      if (input.endsWith("part-3.jsonl")) {
+        return Promise.resolve(
+          new Response(JSON.stringify({ error: { message: "bad policy" } }), { status: 400 }),
+        );
+      }
+      return fetch(url, init);
+    };
+    const { summary } = await scoreAll({
+      endpoint,
+      model: `${root}model.onnx`,
+      input: `${root}shards/`,
+      output,
+      policy: { kind: "threshold", threshold: 0 },
+      concurrency: 1,
+      retries: 3,
+      backoffMs: 100,
+      maxBackoffMs: 150,
+    }, realDeps({ fetch: flaky, sleep: (ms) => (sleeps.push(ms), Promise.resolve()) }));
+    expect(calls.get(`${root}shards/part-1.jsonl`)).toBe(3);
+    expect(calls.get(`${root}shards/part-2.jsonl`)).toBe(2);
+    expect(calls.get(`${root}shards/part-3.jsonl`)).toBe(1);
+    // random() = 0.5 of min(cap, 100·2^(attempt-1)): 50, 75 for part-1, 50 for part-2.
+    expect(sleeps).toEqual([50, 75, 50]);
+    expect(summary).toMatchObject({ created: 4, failed: 1 });
+    expect(summary.failures).toEqual([
+      { shard: `${root}shards/part-3.jsonl`, status: 400, error: "bad policy", attempts: 1 },
+    ]);
+  });
+
+  it("runs as a program: prints a JSON summary and exits 0", async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "scripts/score.ts",
+        "--endpoint",
+        endpoint,
+        "--model",
+        `${root}model.onnx`,
+        "--input",
+        `${root}shards/`,
+        "--output",
+        `${root}manifests/cli/`,
+        "--keep-fraction",
+        "0.5",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    expect(JSON.parse(stdout)).toMatchObject({ shards: 5, created: 5, failed: 0, records: 210 });
+  });
+});
+
+describe("deno task manifest", () => {
+  it("the histogram counts every entry once, split into kept and dropped", async () => {
+    const uri = `${root}manifests/run1/part-1.manifest.jsonl`;
+    const { header, histogram } = await summariseManifest(uri, 8);
+    expect(histogram!.kept.length).toBe(8);
+    expect(histogram!.kept.reduce((a, b) => a + b, 0)).toBe(header.counts.kept);
+    expect(histogram!.dropped.reduce((a, b) => a + b, 0)).toBe(header.counts.dropped);
+    expect(histogram!.edges[0]).toBe(header.scores.min);
+    expect(histogram!.edges[8]).toBeCloseTo(header.scores.max!, 12);
+    const lines = renderHistogram(histogram!);
+    expect(lines.length).toBe(8);
+    expect(lines[0]).toMatch(/kept \d+, dropped \d+$/);
+  });
+
+  it("runs as a program: prints the summary, histogram and verification", async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "scripts/manifest.ts",
+        `${root}manifests/run1/part-2.manifest.jsonl`,
+        "--verify",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    expect(stdout).toMatch(
+      /^records {3}42: kept \d+ \(\d+\.\d%\), dropped \d+, skipped invalid 0$/m,
+    );
+    expect(stdout).toMatch(/^verify {4}ok \(by etag\)$/m);
+    expect(stdout.split("\n").filter((l) => / kept \d+, dropped \d+$/.test(l)).length).toBe(20);
+  });
+});

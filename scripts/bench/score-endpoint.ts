@@ -1,0 +1,143 @@
+/**
+ * Benchmark (b) of issue 4: the scoring function end to end, a shard in S3 (s3rver, real AWS SDK)
+ * to a manifest in S3, over real HTTP on loopback, with one inference worker on one onnxruntime
+ * thread. Same model config (the default rater), sequence length, batch size and record mix as
+ * `score-raw.ts`, so `score-endpoint / score-raw` is the cost of everything around inference.
+ *
+ * Then the latency of `GET /healthz` (real HTTP, one probe every 10 ms) while another large shard
+ * is being scored: inference runs in a Web Worker, so the event loop must stay responsive.
+ *
+ *   deno run -A scripts/bench/score-endpoint.ts [--records 20000] [--batch 256]
+ *
+ * Prints `{"bench":"score-endpoint","recordsPerSec":…}` and
+ * `{"bench":"healthz-under-load","p50Ms":…,"p99Ms":…}`.
+ */
+import { parseArgs } from "node:util";
+import { createApp } from "../../functions/app.ts";
+import { quantileCalibration } from "../../lib/calibration.ts";
+import { RaterConfigSchema, TrainConfigSchema } from "../../lib/config.ts";
+import { encodeJsonl } from "../../lib/records.ts";
+import { startS3Server } from "../../lib/s3-server.ts";
+import { configureS3, writeObject } from "../../lib/storage.ts";
+import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
+import { initRaterArrays } from "../../training/rater.ts";
+import { Rng } from "../../training/rng.ts";
+
+const { values } = parseArgs({
+  options: {
+    records: { type: "string", default: "20000" },
+    batch: { type: "string", default: "256" },
+  },
+});
+const records = Number(values.records);
+const batchSize = Number(values.batch);
+if (!(Number.isInteger(records) && records > 0 && Number.isInteger(batchSize) && batchSize > 0)) {
+  throw new Error("usage: score-endpoint.ts [--records N>0] [--batch N>0]");
+}
+
+const rater = RaterConfigSchema.parse({});
+const seqLen = TrainConfigSchema.shape.seqLen.parse(undefined);
+const rng = new Rng(1);
+const model = exportRaterOnnx({
+  params: initRaterArrays(rater, seqLen, rng),
+  rater,
+  seqLen,
+  calibration: quantileCalibration(Array.from({ length: 101 }, (_, i) => (i - 50) / 50)),
+  configDigest: sha256Hex("bench"),
+});
+
+// The record mix of score-raw.ts: mixed lengths, about half longer than seqLen, some multi-byte.
+const words = ["the", "data", "rater", "scores", "records", "of", "a", "corpus", "€", "日本"];
+const shard = (prefix: string) =>
+  encodeJsonl(Array.from({ length: records }, (_, i) => {
+    const n = rng.int(2 * seqLen / 4) + 1;
+    return {
+      id: `${prefix}-${i}`,
+      text: Array.from({ length: n }, () => words[rng.int(words.length)]).join(" "),
+    };
+  }));
+
+const tmp = await Deno.makeTempDir({ prefix: "bench-score-endpoint-" });
+const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["bench"] });
+configureS3(s3.settings);
+const app = createApp({
+  allowedRoots: ["s3://bench/"],
+  batchSize,
+  workers: 1,
+  threadsPerWorker: 1,
+  warmModels: ["s3://bench/rater.onnx"],
+});
+const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+const base = `http://127.0.0.1:${server.addr.port}`;
+
+try {
+  await writeObject("s3://bench/rater.onnx", model);
+  await writeObject("s3://bench/warm.jsonl", encodeJsonl([{ id: "w", text: "warm up" }]));
+  await writeObject("s3://bench/a.jsonl", shard("a"));
+  await writeObject("s3://bench/b.jsonl", shard("b"));
+  await app.warmUp();
+
+  const score = async (input: string, output: string) => {
+    const res = await fetch(`${base}/v1/score`, {
+      method: "POST",
+      body: JSON.stringify({
+        model: "s3://bench/rater.onnx",
+        input,
+        output,
+        policy: { kind: "keepFraction", fraction: 0.5 },
+      }),
+    });
+    const body = await res.json();
+    if (res.status !== 201) throw new Error(`score failed: ${res.status} ${JSON.stringify(body)}`);
+    return body;
+  };
+  await score("s3://bench/warm.jsonl", "s3://bench/out/warm.manifest.jsonl");
+
+  const start = performance.now();
+  const result = await score("s3://bench/a.jsonl", "s3://bench/out/a.manifest.jsonl");
+  const seconds = (performance.now() - start) / 1000;
+  if (result.counts.records !== records) throw new Error("not every record was scored");
+  console.log(JSON.stringify({
+    bench: "score-endpoint",
+    recordsPerSec: Math.round(records / seconds),
+    records,
+    seconds: Math.round(seconds * 1000) / 1000,
+    batch: batchSize,
+    seqLen,
+    rater: rater.kind,
+    threads: 1,
+    store: "s3rver",
+  }));
+
+  // /healthz while shard b is scored.
+  const latencies: number[] = [];
+  let scoring = true;
+  const load = score("s3://bench/b.jsonl", "s3://bench/out/b.manifest.jsonl").finally(() => {
+    scoring = false;
+  });
+  await new Promise((r) => setTimeout(r, 200)); // let scoring get going
+  while (scoring) {
+    const t = performance.now();
+    const res = await fetch(`${base}/healthz`);
+    await res.body?.cancel();
+    if (scoring) latencies.push(performance.now() - t);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await load;
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
+  console.log(JSON.stringify({
+    bench: "healthz-under-load",
+    p50Ms: Math.round(q(0.5) * 100) / 100,
+    p99Ms: Math.round(q(0.99) * 100) / 100,
+    maxMs: Math.round(latencies[latencies.length - 1] * 100) / 100,
+    probes: latencies.length,
+    records,
+  }));
+} finally {
+  await server.shutdown();
+  await app.close();
+  await s3.stop();
+  await Deno.remove(tmp, { recursive: true });
+}

@@ -51,7 +51,9 @@ export async function listManifests(prefix: string): Promise<string[]> {
   for await (const o of list(prefix.endsWith("/") ? prefix : prefix + "/")) {
     if (/\.jsonl$/.test(o.uri)) out.push(o.uri);
   }
-  if (out.length === 0) throw new Error(`no manifests under ${prefix}: score the shards first (deno task score)`);
+  if (out.length === 0) {
+    throw new Error(`no manifests under ${prefix}: score the shards first (deno task score)`);
+  }
   return out.sort();
 }
 
@@ -106,8 +108,18 @@ export async function writeRecordShards(
   shardSize = 2000,
 ): Promise<void> {
   for (let i = 0, n = 0; i < records.length || n === 0; i += shardSize, n++) {
-    const chunk = records.slice(i, i + shardSize).map(({ id, text, source }) => ({ id, text, source }));
-    await writeObject(joinUri(prefix, `shard-${String(n).padStart(5, "0")}.jsonl.gz`), await encodeJsonlGz(chunk));
+    const chunk = records.slice(i, i + shardSize).map(({ id, text, source }) => ({
+      id,
+      text,
+      source,
+    }));
+    await writeObject(
+      joinUri(prefix, `shard-${String(n).padStart(5, "0")}.jsonl.gz`),
+      await encodeJsonlGz(chunk),
+    );
   }
-  await writeObject(joinUri(prefix, "_done.json"), JSON.stringify({ records: records.length, ...info }) + "\n");
+  await writeObject(
+    joinUri(prefix, "_done.json"),
+    JSON.stringify({ records: records.length, ...info }) + "\n",
+  );
 }

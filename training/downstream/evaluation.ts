@@ -101,7 +101,11 @@ export interface EvaluationResult {
   lowestRated: { score: number; source: string; text: string }[];
   highestRated: { score: number; source: string; text: string }[];
   heuristicReasons: Record<string, number>;
-  config: { downstream: DownstreamConfig; transfer?: DownstreamConfig; raterFlopsPerRecord: number };
+  config: {
+    downstream: DownstreamConfig;
+    transfer?: DownstreamConfig;
+    raterFlopsPerRecord: number;
+  };
 }
 
 const RUN_SCRIPT = fileURLToPath(new URL("./run.ts", import.meta.url));
@@ -137,7 +141,9 @@ async function spawnRun(specUri: string, name: string, log: (l: string) => void)
     pump(child.stdout, log),
     pump(child.stderr, (l) => (stderr += l + "\n")),
   ]);
-  if (!status.success) throw new Error(`downstream run ${name} failed (exit ${status.code}):\n${stderr.slice(-4000)}`);
+  if (!status.success) {
+    throw new Error(`downstream run ${name} failed (exit ${status.code}):\n${stderr.slice(-4000)}`);
+  }
 }
 
 /** Runs tasks with at most `jobs` at once; rejects with the first failure after the rest settle. */
@@ -190,11 +196,22 @@ export async function runEvaluation(
 
   // --- Baseline filters, materialised as record shards (a finished one has `_done.json`).
   const datasets: { key: string; method: string; fraction: number | null; data: RunData }[] = [
-    { key: "baseline", method: "baseline", fraction: null, data: { kind: "records", prefix: input.train } },
+    {
+      key: "baseline",
+      method: "baseline",
+      fraction: null,
+      data: { kind: "records", prefix: input.train },
+    },
   ];
   const materialise = async (key: string, make: () => Promise<FilterOutput> | FilterOutput) => {
     const prefix = out(`filtered/${key}/`);
-    const done = await readJsonIfExists<{ inferenceFlops: number; keepRates: Record<string, number>; reasons?: Record<string, number> }>(
+    const done = await readJsonIfExists<
+      {
+        inferenceFlops: number;
+        keepRates: Record<string, number>;
+        reasons?: Record<string, number>;
+      }
+    >(
       joinUri(prefix, "_done.json"),
     );
     if (done) {
@@ -205,7 +222,11 @@ export async function runEvaluation(
     }
     const f = await make();
     const rates = keepRatesBySource(train, f.kept);
-    await writeRecordShards(prefix, f.kept, { inferenceFlops: f.inferenceFlops, keepRates: rates, reasons: f.reasons });
+    await writeRecordShards(prefix, f.kept, {
+      inferenceFlops: f.inferenceFlops,
+      keepRates: rates,
+      reasons: f.reasons,
+    });
     filterFlops[key] = f.inferenceFlops;
     keepRates[key] = rates;
     if (f.reasons) heuristicReasons = f.reasons;
@@ -214,11 +235,21 @@ export async function runEvaluation(
   };
   if (input.baselines.includes("heuristic")) {
     const prefix = await materialise("heuristic", () => heuristicBaseline(train));
-    datasets.push({ key: "heuristic", method: "heuristic", fraction: null, data: { kind: "records", prefix } });
+    datasets.push({
+      key: "heuristic",
+      method: "heuristic",
+      fraction: null,
+      data: { kind: "records", prefix },
+    });
   }
   if (input.baselines.includes("oracle")) {
     const prefix = await materialise("oracle", () => oracleFilter(train));
-    datasets.push({ key: "oracle", method: "oracle", fraction: null, data: { kind: "records", prefix } });
+    datasets.push({
+      key: "oracle",
+      method: "oracle",
+      fraction: null,
+      data: { kind: "records", prefix },
+    });
   }
   if (input.baselines.includes("random")) {
     for (const f of input.fractions) {
@@ -241,7 +272,10 @@ export async function runEvaluation(
     };
     for (const f of input.fractions) {
       const key = `perplexity@${pct(f)}`;
-      const prefix = await materialise(key, async () => perplexityFilter(train, await getScorer(), f));
+      const prefix = await materialise(
+        key,
+        async () => perplexityFilter(train, await getScorer(), f),
+      );
       datasets.push({ key, method: "perplexity", fraction: f, data: { kind: "records", prefix } });
     }
   }
@@ -250,7 +284,12 @@ export async function runEvaluation(
     if (!manifests) throw new Error(`no DataRater manifests for discard fraction ${f}`);
     const key = `datarater@${pct(f)}`;
     filterFlops[key] = train.length * input.raterFlopsPerRecord;
-    datasets.push({ key, method: "datarater", fraction: f, data: { kind: "manifests", prefix: manifests } });
+    datasets.push({
+      key,
+      method: "datarater",
+      fraction: f,
+      data: { kind: "manifests", prefix: manifests },
+    });
   }
 
   // --- Rater analysis: keep rates per source, score statistics, extremes.
@@ -269,7 +308,9 @@ export async function runEvaluation(
     }
     if (scoredRecords.length === 0) {
       throw new Error(
-        `the manifests under ${input.raterManifests[String(f)]} describe none of the records under ${input.train}`,
+        `the manifests under ${
+          input.raterManifests[String(f)]
+        } describe none of the records under ${input.train}`,
       );
     }
     keepRates[`datarater@${pct(f)}`] = keepRatesBySource(train, kept);
@@ -281,15 +322,25 @@ export async function runEvaluation(
     s[0] += r.score;
     s[1]++;
   }
-  for (const [src, [sum, n]] of Object.entries(sums).sort()) scoreBySource[src] = { mean: sum / n, count: n };
+  for (const [src, [sum, n]] of Object.entries(sums).sort()) {
+    scoreBySource[src] = { mean: sum / n, count: n };
+  }
   rated.sort((a, b) => a.score - b.score);
-  const clip = (r: { score: number; source: string; text: string }) => ({ ...r, text: r.text.slice(0, 200) });
+  const clip = (r: { score: number; source: string; text: string }) => ({
+    ...r,
+    text: r.text.slice(0, 200),
+  });
   const lowestRated = rated.slice(0, 5).map(clip);
   const highestRated = rated.slice(-5).reverse().map(clip);
 
   // --- Plan and execute the runs.
   const specs: RunSpec[] = [];
-  const plan = (d: (typeof datasets)[number], seed: number, size: "small" | "large", config: DownstreamConfig) => {
+  const plan = (
+    d: (typeof datasets)[number],
+    seed: number,
+    size: "small" | "large",
+    config: DownstreamConfig,
+  ) => {
     const name = `${input.variant}-${d.key.replace("@", "-")}-${size}-s${seed}`;
     specs.push({
       name,
@@ -300,7 +351,9 @@ export async function runEvaluation(
       meta: { method: d.method, fraction: d.fraction, seed, size, variant: input.variant },
     });
   };
-  for (const seed of input.seeds) for (const d of datasets) plan(d, seed, "small", input.downstream);
+  for (const seed of input.seeds) {
+    for (const d of datasets) plan(d, seed, "small", input.downstream);
+  }
   if (input.transfer) {
     for (const seed of input.transfer.seeds) {
       for (const d of datasets.filter((d) => d.method === "baseline" || d.method === "datarater")) {
@@ -310,14 +363,22 @@ export async function runEvaluation(
   }
   const todo: RunSpec[] = [];
   for (const s of specs) if (!(await stat(s.output))) todo.push(s);
-  log(`[${input.variant}] ${specs.length} downstream runs, ${specs.length - todo.length} already finished`);
+  log(
+    `[${input.variant}] ${specs.length} downstream runs, ${
+      specs.length - todo.length
+    } already finished`,
+  );
   let finished = 0;
   await pool(todo, input.jobs, async (spec) => {
     const specUri = out(`specs/${spec.name}.json`);
     await writeObject(specUri, JSON.stringify(spec) + "\n");
     await spawnRun(specUri, spec.name, (line) => {
       try {
-        const p = JSON.parse(line) as { step?: number; steps?: number; losses?: Record<string, number> };
+        const p = JSON.parse(line) as {
+          step?: number;
+          steps?: number;
+          losses?: Record<string, number>;
+        };
         if (p.step !== undefined && p.losses) {
           const losses = Object.entries(p.losses).map(([k, v]) => `${k}=${v.toFixed(3)}`).join(" ");
           log(`  ${spec.name} step ${p.step}/${p.steps} ${losses}`);
@@ -338,7 +399,8 @@ export async function runEvaluation(
 
   // --- Gains over the baseline, per seed and test set.
   const gains: MethodGain[] = [];
-  const curveFor = (r: RunResult, test: string) => r.curve.map((p) => ({ flops: p.flops, loss: p.losses[test] }));
+  const curveFor = (r: RunResult, test: string) =>
+    r.curve.map((p) => ({ flops: p.flops, loss: p.losses[test] }));
   for (const size of ["small", "large"] as const) {
     const ofSize = results.filter((r) => r.spec.meta.size === size);
     const baselineBySeed = new Map(
@@ -356,7 +418,11 @@ export async function runEvaluation(
       const byTest: MethodGain["byTest"] = {};
       for (const test of Object.keys(input.testSets)) {
         const perSeed = runs.map((r) =>
-          computeGain(curveFor(baselineBySeed.get(r.spec.meta.seed)!, test), curveFor(r, test), flops)
+          computeGain(
+            curveFor(baselineBySeed.get(r.spec.meta.seed)!, test),
+            curveFor(r, test),
+            flops,
+          )
         );
         byTest[test] = {
           perSeed,

@@ -38,7 +38,11 @@ export function heuristicBaseline(records: readonly EvalRecord[]): FilterOutput 
 }
 
 /** Drops a seeded random `discard` fraction (exactly round(n·discard) records). */
-export function randomFilter(records: readonly EvalRecord[], discard: number, seed: number): FilterOutput {
+export function randomFilter(
+  records: readonly EvalRecord[],
+  discard: number,
+  seed: number,
+): FilterOutput {
   const rng = new Rng(seed);
   const order = records.map((_, i) => i);
   for (let i = order.length - 1; i > 0; i--) {
@@ -58,7 +62,11 @@ export function oracleFilter(records: readonly EvalRecord[]): FilterOutput {
  * Keeps the middle `1 - discard` of the scores: drops `discard/2` with the lowest and `discard/2`
  * with the highest (ties broken by position, so the result is deterministic).
  */
-export function keepMiddle<T>(items: readonly T[], scores: ArrayLike<number>, discard: number): T[] {
+export function keepMiddle<T>(
+  items: readonly T[],
+  scores: ArrayLike<number>,
+  discard: number,
+): T[] {
   const order = items.map((_, i) => i).sort((a, b) => scores[a] - scores[b] || a - b);
   const drop = Math.round(items.length * discard);
   const low = Math.floor(drop / 2);
@@ -105,7 +113,8 @@ export async function perplexityScores(
     );
     return {
       nll,
-      inferenceFlops: records.length * lmFlopsPerByte(config.lm, config.seqLen).forward * config.seqLen,
+      inferenceFlops: records.length * lmFlopsPerByte(config.lm, config.seqLen).forward *
+        config.seqLen,
       trainLoss: result.finalTrainLoss,
     };
   } finally {

@@ -32,7 +32,14 @@ export const C4_MIN_SENTENCES = 3;
 /** C4: lines containing a word longer than this are removed. */
 export const C4_MAX_WORD_LENGTH = 1000;
 /** C4: lines mentioning cookie/privacy boilerplate are removed. */
-const C4_POLICY = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
+const C4_POLICY = [
+  "terms of use",
+  "privacy policy",
+  "cookie policy",
+  "uses cookies",
+  "use of cookies",
+  "use cookies",
+];
 
 /**
  * C4's rules. Line rules: keep lines with ≥ 3 words, ending in terminal punctuation, no word over
@@ -57,7 +64,9 @@ export function c4Filter(text: string): HeuristicResult {
     kept.push(line);
   }
   const cleaned = kept.join("\n");
-  if (countSentences(cleaned) < C4_MIN_SENTENCES) return { keep: false, reason: "c4: fewer than 3 sentences" };
+  if (countSentences(cleaned) < C4_MIN_SENTENCES) {
+    return { keep: false, reason: "c4: fewer than 3 sentences" };
+  }
   return { keep: true, text: cleaned };
 }
 
@@ -112,11 +121,15 @@ export function gopherFilter(text: string): HeuristicResult {
     return { keep: false, reason: "gopher: mean word length outside [3, 10]" };
   }
   const symbols = (text.match(/#/g) ?? []).length + (text.match(/\.\.\.|…/g) ?? []).length;
-  if (symbols / n > GOPHER.maxSymbolToWordRatio) return { keep: false, reason: "gopher: symbol-to-word ratio" };
+  if (symbols / n > GOPHER.maxSymbolToWordRatio) {
+    return { keep: false, reason: "gopher: symbol-to-word ratio" };
+  }
   const lines = text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
   if (lines.length > 0) {
     const bullets = lines.filter((l) => /^[•\-*‣◦⁃]/.test(l)).length;
-    if (bullets / lines.length > GOPHER.maxBulletLineFraction) return { keep: false, reason: "gopher: bullet lines" };
+    if (bullets / lines.length > GOPHER.maxBulletLineFraction) {
+      return { keep: false, reason: "gopher: bullet lines" };
+    }
     const ellipses = lines.filter((l) => /(\.\.\.|…)$/.test(l)).length;
     if (ellipses / lines.length > GOPHER.maxEllipsisLineFraction) {
       return { keep: false, reason: "gopher: ellipsis lines" };
@@ -126,7 +139,9 @@ export function gopherFilter(text: string): HeuristicResult {
     return { keep: false, reason: "gopher: too few words with a letter" };
   }
   const stop = new Set(words.map((w) => w.toLowerCase()).filter((w) => GOPHER_STOP_WORDS.has(w)));
-  if (stop.size < GOPHER.minStopWords) return { keep: false, reason: "gopher: fewer than 2 stop words" };
+  if (stop.size < GOPHER.minStopWords) {
+    return { keep: false, reason: "gopher: fewer than 2 stop words" };
+  }
   const repetition = gopherRepetition(text, words);
   if (repetition) return { keep: false, reason: `gopher: ${repetition}` };
   return { keep: true, text };
@@ -150,7 +165,10 @@ function duplicateFractions(pieces: string[]): [number, number] {
 }
 
 /** The first Gopher repetition rule the text fails, or null. */
-export function gopherRepetition(text: string, words = text.split(/\s+/).filter(Boolean)): string | null {
+export function gopherRepetition(
+  text: string,
+  words = text.split(/\s+/).filter(Boolean),
+): string | null {
   const lines = text.split(/\n+/).map((l) => l.trim()).filter(Boolean);
   const paragraphs = text.split(/\n{2,}/).map((p) => p.trim()).filter(Boolean);
   const [dupLines, dupLineChars] = duplicateFractions(lines);
@@ -158,7 +176,9 @@ export function gopherRepetition(text: string, words = text.split(/\s+/).filter(
   if (dupLineChars > GOPHER.maxDuplicateLineCharFraction) return "duplicate line characters";
   const [dupParas, dupParaChars] = duplicateFractions(paragraphs);
   if (dupParas > GOPHER.maxDuplicateParagraphFraction) return "duplicate paragraphs";
-  if (dupParaChars > GOPHER.maxDuplicateParagraphCharFraction) return "duplicate paragraph characters";
+  if (dupParaChars > GOPHER.maxDuplicateParagraphCharFraction) {
+    return "duplicate paragraph characters";
+  }
   const totalChars = words.reduce((a, w) => a + w.length, 0);
   if (totalChars === 0) return null;
   for (const [nText, limit] of Object.entries(GOPHER.maxTopNgramCharFraction)) {

@@ -32,7 +32,13 @@ export interface RunSpec {
   /** Where the result JSON goes (written once, at the end). */
   output: string;
   /** Labels for the report: method, discard fraction, seed, model size. */
-  meta: { method: string; fraction: number | null; seed: number; size: "small" | "large"; variant: string };
+  meta: {
+    method: string;
+    fraction: number | null;
+    seed: number;
+    size: "small" | "large";
+    variant: string;
+  };
 }
 
 /** A finished run. */
@@ -42,7 +48,10 @@ export interface RunResult extends DownstreamResult {
 }
 
 /** Trains and evaluates one run; returns the result (also written to `spec.output`). */
-export async function executeRun(spec: RunSpec, log: (line: string) => void = () => {}): Promise<RunResult> {
+export async function executeRun(
+  spec: RunSpec,
+  log: (line: string) => void = () => {},
+): Promise<RunResult> {
   const started = performance.now();
   await useBackend("wasm");
   installFastTransposedMatMul();
@@ -53,8 +62,21 @@ export async function executeRun(spec: RunSpec, log: (line: string) => void = ()
   for (const [name, prefix] of Object.entries(spec.evalSets)) {
     evalSets[name] = (await loadRecords(prefix)).map((r) => r.text);
   }
-  const result = await trainDownstream(train, evalSets, spec.config, (p) =>
-    log(JSON.stringify({ run: spec.name, step: p.step, steps: p.steps, trainLoss: p.trainLoss, losses: p.losses })));
+  const result = await trainDownstream(
+    train,
+    evalSets,
+    spec.config,
+    (p) =>
+      log(
+        JSON.stringify({
+          run: spec.name,
+          step: p.step,
+          steps: p.steps,
+          trainLoss: p.trainLoss,
+          losses: p.losses,
+        }),
+      ),
+  );
   const out: RunResult = { ...result, spec, wallSeconds: (performance.now() - started) / 1000 };
   await writeObject(spec.output, JSON.stringify(out) + "\n", { contentType: "application/json" });
   return out;

@@ -101,7 +101,9 @@ export class DownstreamDataError extends Error {
 const encoder = new TextEncoder();
 
 /** Training FLOPs per optimiser step of a config. */
-export function trainFlopsPerStep(config: Pick<DownstreamConfig, "lm" | "seqLen" | "batch">): number {
+export function trainFlopsPerStep(
+  config: Pick<DownstreamConfig, "lm" | "seqLen" | "batch">,
+): number {
   return lmFlopsPerByte(config.lm, config.seqLen).train * config.batch * config.seqLen;
 }
 
@@ -112,8 +114,14 @@ export function trainFlopsPerStep(config: Pick<DownstreamConfig, "lm" | "seqLen"
 export class WindowSampler {
   private order: number[] = [];
   private next = 0;
-  constructor(private readonly records: Uint8Array[], private readonly seqLen: number, private readonly rng: Rng) {
-    if (records.length === 0) throw new DownstreamDataError("no training records (the filter kept nothing)");
+  constructor(
+    private readonly records: Uint8Array[],
+    private readonly seqLen: number,
+    private readonly rng: Rng,
+  ) {
+    if (records.length === 0) {
+      throw new DownstreamDataError("no training records (the filter kept nothing)");
+    }
   }
 
   /** The next `n` windows. */
@@ -137,7 +145,12 @@ export class WindowSampler {
 }
 
 /** Sum of masked NLL and of real bytes for a batch of byte strings (no gradient). */
-function batchNll(params: Params, lm: LmSizes, texts: Uint8Array[], seqLen: number): [number, number] {
+function batchNll(
+  params: Params,
+  lm: LmSizes,
+  texts: Uint8Array[],
+  seqLen: number,
+): [number, number] {
   const batch = encodeBatch(texts, seqLen);
   const c = prepareLmBatch(batch);
   try {
@@ -249,11 +262,12 @@ export async function trainDownstream(
     lossCount = 0;
   };
 
-  const lossOf = (mask: tf.Tensor2D, c: ReturnType<typeof prepareLmBatch>) => (...ts: tf.Tensor[]) => {
-    const p: Params = {};
-    names.forEach((n, i) => (p[n] = ts[i]));
-    return tf.div(tf.sum(tf.mul(lmTokenNll(p, lm, c), mask)), tf.sum(mask)) as tf.Scalar;
-  };
+  const lossOf =
+    (mask: tf.Tensor2D, c: ReturnType<typeof prepareLmBatch>) => (...ts: tf.Tensor[]) => {
+      const p: Params = {};
+      names.forEach((n, i) => (p[n] = ts[i]));
+      return tf.div(tf.sum(tf.mul(lmTokenNll(p, lm, c), mask)), tf.sum(mask)) as tf.Scalar;
+    };
 
   try {
     evaluate(0);
@@ -270,7 +284,11 @@ export async function trainDownstream(
         const g: Params = {};
         names.forEach((n, i) => (g[n] = grads[i]));
         const { updates, state: next } = optimizer.update(g, state, params);
-        return { value, params: applyUpdates(params, updates), state: next } as unknown as tf.TensorContainer;
+        return {
+          value,
+          params: applyUpdates(params, updates),
+          state: next,
+        } as unknown as tf.TensorContainer;
       }) as unknown as StepOut;
       mask.dispose();
       c.inputs.dispose();
@@ -282,7 +300,9 @@ export async function trainDownstream(
       state = out.state;
       const loss = (await out.value.data())[0];
       out.value.dispose();
-      if (!Number.isFinite(loss)) throw new Error(`downstream training diverged at step ${step} (loss ${loss}); lower lr`);
+      if (!Number.isFinite(loss)) {
+        throw new Error(`downstream training diverged at step ${step} (loss ${loss}); lower lr`);
+      }
       lossSum += loss;
       lossCount++;
       if (step % config.evalEvery === 0 || step === steps) evaluate(step);

@@ -1,0 +1,432 @@
+/**
+ * `deno task demo [--quick] [--output DIR]`: the main job, end to end on embedded defaults (local
+ * files and an S3-compatible server it starts; no cluster):
+ *
+ * 1. prepare the demo corpus into the embedded S3 store;
+ * 2. meta-train a DataRater with the trainer program the pods run, and export it to ONNX;
+ * 3. start the scoring function and score every shard through `POST /v1/score` at each discard
+ *    fraction (manifests land in the store);
+ * 4. train downstream LMs (baseline, DataRater at each fraction, heuristic, perplexity, random,
+ *    oracle; two seeds; a 4× larger LM for the transfer check), and the same on the clean-only corpus;
+ * 5. write `report.md`, `report.json` and SVG plots under the output folder it prints.
+ *
+ * Every stage leaves a marker only when it is complete (corpus.json, artifacts.json, one manifest
+ * per shard, one result per run, the report last), and everything is written to a temporary name
+ * and renamed or uploaded whole, so Ctrl-C leaves nothing half-written and a rerun reuses finished
+ * stages.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
+import { joinUri, type TrainConfigInput, TrainerArtifactsSchema } from "../lib/config.ts";
+import {
+  configureS3,
+  list,
+  readBytes,
+  readJsonIfExists,
+  stat,
+  writeObject,
+} from "../lib/storage.ts";
+import { type S3Server, startS3Server } from "../lib/s3-server.ts";
+import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "./prepare-corpus.ts";
+import { scoreAll } from "./score.ts";
+import { readRaterMetadata } from "../training/export-onnx.ts";
+import { raterFlopsPerRecord } from "../training/rater.ts";
+import { type EvaluationResult, pct, runEvaluation } from "../training/downstream/evaluation.ts";
+import { type DemoPreset, PRESETS } from "../training/downstream/presets.ts";
+import { writeReport } from "../training/downstream/report.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const BUCKET = "demo";
+const STORE = `s3://${BUCKET}`;
+
+/** Options of {@link runDemo}. */
+export interface DemoOptions {
+  preset: DemoPreset;
+  /** Local folder for the embedded store and the report. */
+  output: string;
+  log?: (line: string) => void;
+}
+
+/** Elapsed seconds of each stage (reused stages take ~0). */
+type Timings = Record<string, number>;
+
+async function timed<T>(timings: Timings, name: string, f: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await f();
+  } finally {
+    timings[name] = (performance.now() - t0) / 1000;
+  }
+}
+
+/** A child process running a deno script, its output prefixed into the log. */
+async function runDeno(
+  args: string[],
+  env: Record<string, string>,
+  log: (l: string) => void,
+): Promise<void> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...args],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let tail = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s) {
+      const text = decoder.decode(chunk);
+      tail = (tail + text).slice(-4000);
+      for (const line of text.split("\n")) if (line.trim()) log(`  ${line.replace(/\r/g, "")}`);
+    }
+  };
+  const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
+  if (!status.success) {
+    throw new Error(`deno ${args.join(" ")} failed (exit ${status.code}):\n${tail}`);
+  }
+}
+
+/**
+ * Meta-trains a rater on `train`/`heldout` into `output` (skipped when `artifacts.json` exists) with
+ * the trainer program the pods run, and returns the exported model's URI.
+ */
+async function metaTrain(
+  name: string,
+  preset: DemoPreset,
+  train: string,
+  heldout: string,
+  output: string,
+  localDir: string,
+  env: Record<string, string>,
+  log: (l: string) => void,
+): Promise<string> {
+  const artifactsUri = joinUri(output, "artifacts.json");
+  const existing = await readJsonIfExists(artifactsUri);
+  if (existing) {
+    log(`[meta-train ${name}] reusing ${artifactsUri}`);
+    return TrainerArtifactsSchema.parse(existing).onnx;
+  }
+  const config: TrainConfigInput = { ...preset.metaTraining, data: { train, heldout }, output };
+  const configPath = join(localDir, `meta-train-${name}.json`);
+  await Deno.mkdir(localDir, { recursive: true });
+  await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
+  log(`[meta-train ${name}] ${JSON.stringify(preset.metaTraining.meta)} → ${output}`);
+  let hasCli = false;
+  try {
+    hasCli = Deno.statSync(join(ROOT, "training/main.ts")).isFile;
+  } catch { /* no CLI in this checkout */ }
+  if (hasCli) {
+    await runDeno(["training/main.ts", "--config", configPath], env, log);
+  } else {
+    // The trainer's CLI is not in this checkout: run the same training function in-process.
+    const { train: trainRater } = await import("../training/trainer.ts");
+    const { parseTrainConfig } = await import("../lib/config.ts");
+    await trainRater(parseTrainConfig(config), { progress: "json", log: (l) => log(`  ${l}`) });
+  }
+  const artifacts = await readJsonIfExists(artifactsUri);
+  if (!artifacts) throw new Error(`meta-training finished but wrote no ${artifactsUri}`);
+  return TrainerArtifactsSchema.parse(artifacts).onnx;
+}
+
+/** Starts the scoring function on a free port and waits until it is ready. */
+async function startScoringFunction(env: Record<string, string>, log: (l: string) => void) {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "functions/main.ts"],
+    cwd: ROOT,
+    env: { ...env, PORT: String(port), DATARATER_ALLOWED_ROOTS: `${STORE}/` },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const endpoint = `http://127.0.0.1:${port}`;
+  // Drain its output so the pipes never fill (kept for errors).
+  let tail = "";
+  const decoder = new TextDecoder();
+  for (const s of [child.stdout, child.stderr]) {
+    (async () => {
+      for await (const c of s) tail = (tail + decoder.decode(c)).slice(-4000);
+    })();
+  }
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const r = await fetch(`${endpoint}/readyz`);
+      await r.body?.cancel();
+      if (r.ok) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) {
+      child.kill();
+      throw new Error(`the scoring function did not become ready on ${endpoint}:\n${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  log(`[serve] scoring function ready at ${endpoint}`);
+  return {
+    endpoint,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+    },
+  };
+}
+
+/** Scores `input` at every discard fraction; returns fraction → manifest prefix. */
+async function scoreFractions(
+  name: string,
+  endpoint: string,
+  model: string,
+  input: string,
+  output: string,
+  fractions: number[],
+  log: (l: string) => void,
+): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const f of fractions) {
+    const prefix = joinUri(output, `discard-${pct(f)}/`);
+    const { summary } = await scoreAll({
+      endpoint,
+      model,
+      input,
+      output: prefix,
+      policy: { kind: "keepFraction", fraction: 1 - f },
+      concurrency: 2,
+    }, {
+      fetch,
+      list,
+      stat,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      random: Math.random,
+    });
+    if (summary.failed) {
+      throw new Error(
+        `scoring ${input} failed for ${summary.failed} shard(s): ${JSON.stringify(summary)}`,
+      );
+    }
+    log(`[score ${name}] discard ${pct(f)}%: ${JSON.stringify(summary).slice(0, 300)}`);
+    out[String(f)] = prefix;
+  }
+  return out;
+}
+
+/** Runs the whole demo; returns the report folder. */
+export async function runDemo(
+  options: DemoOptions,
+): Promise<{ reportDir: string; report: unknown }> {
+  const { preset } = options;
+  const log = options.log ?? ((l: string) => console.error(l));
+  const output = resolve(options.output);
+  const timings: Timings = {};
+  const started = performance.now();
+  let s3: S3Server | null = null;
+  let scoring: { endpoint: string; stop(): Promise<void> } | null = null;
+  try {
+    s3 = await startS3Server({ dir: join(output, "s3"), buckets: [BUCKET] });
+    configureS3(s3.settings);
+    const env: Record<string, string> = {
+      S3_ENDPOINT: s3.endpoint,
+      AWS_ACCESS_KEY_ID: s3.settings.accessKeyId ?? "S3RVER",
+      AWS_SECRET_ACCESS_KEY: s3.settings.secretAccessKey ?? "S3RVER",
+      AWS_REGION: s3.settings.region ?? "us-east-1",
+    };
+    // Children (downstream runs, trainer, scoring function) reach the store through these.
+    for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+    log(`[store] embedded S3 at ${s3.endpoint} (files in ${join(output, "s3")})`);
+
+    const corpus = `${STORE}/corpus/`;
+    const summary = await timed(
+      timings,
+      "prepare",
+      () =>
+        prepareCorpus(
+          corpus,
+          { ...DEFAULT_CORPUS_FOR(preset), shardSize: preset.corpus.shardSize },
+          log,
+        ),
+    );
+    log(`[prepare] ${summary.reused ? "reused" : "wrote"} ${corpus}\n${formatSummary(summary)}`);
+    const c = (k: keyof typeof CORPUS_LAYOUT) => joinUri(corpus, CORPUS_LAYOUT[k]);
+
+    const localDir = join(output, "work");
+    const model = await timed(
+      timings,
+      "meta-train (mixture)",
+      () =>
+        metaTrain(
+          "mixture",
+          preset,
+          c("train"),
+          c("heldout"),
+          `${STORE}/runs/mixture/`,
+          localDir,
+          env,
+          log,
+        ),
+    );
+    const cleanModel = await timed(
+      timings,
+      "meta-train (clean-only)",
+      () =>
+        metaTrain(
+          "clean-only",
+          preset,
+          c("cleanOnlyTrain"),
+          c("cleanOnlyHeldout"),
+          `${STORE}/runs/clean-only/`,
+          localDir,
+          env,
+          log,
+        ),
+    );
+
+    scoring = await startScoringFunction(env, log);
+    const manifests = await timed(
+      timings,
+      "score (mixture)",
+      () =>
+        scoreFractions(
+          "mixture",
+          scoring!.endpoint,
+          model,
+          c("train"),
+          `${STORE}/manifests/mixture/`,
+          preset.fractions,
+          log,
+        ),
+    );
+    const cleanManifests = await timed(
+      timings,
+      "score (clean-only)",
+      () =>
+        scoreFractions(
+          "clean-only",
+          scoring!.endpoint,
+          cleanModel,
+          c("cleanOnlyTrain"),
+          `${STORE}/manifests/clean-only/`,
+          preset.fractions,
+          log,
+        ),
+    );
+    await scoring.stop();
+    scoring = null;
+
+    const flopsOf = async (uri: string) => {
+      const meta = readRaterMetadata(await readBytes(uri));
+      return raterFlopsPerRecord(meta.rater, meta.seqLen);
+    };
+    const mixture: EvaluationResult = await timed(
+      timings,
+      "downstream (mixture)",
+      async () =>
+        runEvaluation({
+          variant: "mixture",
+          train: c("train"),
+          heldout: c("heldout"),
+          testSets: { testClean: c("testClean"), test: c("test") },
+          primaryTest: "testClean",
+          raterManifests: manifests,
+          raterFlopsPerRecord: await flopsOf(model),
+          baselines: preset.baselines,
+          fractions: preset.fractions,
+          seeds: preset.seeds,
+          downstream: preset.downstream,
+          transfer: preset.transfer,
+          output: `${STORE}/evaluation/mixture/`,
+          jobs: preset.jobs,
+        }, log),
+    );
+    const cleanOnly: EvaluationResult = await timed(
+      timings,
+      "downstream (clean-only)",
+      async () =>
+        runEvaluation({
+          variant: "clean-only",
+          train: c("cleanOnlyTrain"),
+          heldout: c("cleanOnlyHeldout"),
+          testSets: { testClean: c("testClean") },
+          primaryTest: "testClean",
+          raterManifests: cleanManifests,
+          raterFlopsPerRecord: await flopsOf(cleanModel),
+          baselines: [],
+          fractions: preset.fractions,
+          seeds: preset.cleanOnlySeeds,
+          downstream: preset.downstream,
+          output: `${STORE}/evaluation/clean-only/`,
+          jobs: preset.jobs,
+        }, log),
+    );
+
+    timings["total"] = (performance.now() - started) / 1000;
+    const reportDir = join(output, "report") + "/";
+    const { json } = await writeReport(reportDir, {
+      preset: preset.name,
+      mixture,
+      cleanOnly,
+      timings,
+      setup: [
+        `Corpus: ${summary.options.size} records (train ${summary.datasets.train.records}, heldout ${summary.datasets.heldout.records}, test ${summary.datasets.test.records}), ` +
+        `a third each clean Brown prose, SpamAssassin email (ham and spam as the package has them), corrupted prose (${
+          summary.corruptions.map((k) => k.kind).join(", ")
+        }); seed ${summary.options.seed}.`,
+        `test-clean: ${summary.datasets.testClean.records} clean paragraphs from the test documents (never seen by meta-training or tuning).`,
+        `Rater: ${
+          JSON.stringify(preset.metaTraining.rater)
+        }, meta-trained ${preset.metaTraining.meta?.steps} steps ` +
+        `(population ${preset.metaTraining.meta?.population}) with the mixture's heldout split as the outer objective; model ${model}.`,
+        `Store: embedded S3 (s3rver) at ${
+          join(output, "s3")
+        }; scoring through POST /v1/score with keepFraction policies.`,
+      ],
+    });
+    // The report in the store too, beside the data it describes.
+    await writeObject(`${STORE}/report/report.json`, JSON.stringify(json, null, 2) + "\n");
+    return { reportDir, report: json };
+  } finally {
+    if (scoring) await scoring.stop();
+    if (s3) await s3.stop();
+  }
+}
+
+function DEFAULT_CORPUS_FOR(preset: DemoPreset) {
+  return {
+    size: preset.corpus.size,
+    seed: 0,
+    heldoutFraction: 0.1,
+    testFraction: 0.1,
+    maxRecordChars: 8192,
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      preset: { type: "string" },
+      output: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log("usage: deno task demo [--quick | --preset default|quick|tiny] [--output DIR]");
+    Deno.exit(0);
+  }
+  const name = values.preset ?? (values.quick ? "quick" : "default");
+  const preset = PRESETS[name];
+  if (!preset) {
+    console.error(`unknown preset ${name}; choose one of ${Object.keys(PRESETS).join(", ")}`);
+    Deno.exit(2);
+  }
+  const output = values.output ?? join(".demo", name);
+  try {
+    const { reportDir } = await runDemo({ preset, output });
+    console.log(`report: ${join(reportDir, "report.md")}`);
+  } catch (e) {
+    console.error(e instanceof Error ? e.stack ?? e.message : e);
+    Deno.exit(1);
+  }
+}

@@ -27,6 +27,8 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import * as path from "node:path";
+import { Readable } from "node:stream";
+import type { ReadableStream as NodeWebReadableStream } from "node:stream/web";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 /** A parsed storage location. */
@@ -47,6 +49,11 @@ export interface WriteOptions {
   /** `"*"`: create only; fails with {@link PreconditionFailedError} if the object exists. */
   ifNoneMatch?: "*";
   contentType?: string;
+  /**
+   * Exact byte length of a stream body. With `ifNoneMatch`, a stream of known length is sent to S3
+   * as one streaming PUT (bounded memory); without it, the stream is buffered first.
+   */
+  contentLength?: number;
 }
 
 /** Base class of storage failures; `uri` says which object. */
@@ -378,7 +385,17 @@ export async function writeObject(
   };
   try {
     if (body instanceof ReadableStream) {
-      if (options.ifNoneMatch) {
+      if (options.ifNoneMatch && options.contentLength !== undefined) {
+        // A single PUT can stream when its length is known (the SDK takes a Node stream here).
+        const out = await client.send(
+          new PutObjectCommand({
+            ...common,
+            Body: Readable.fromWeb(body as NodeWebReadableStream<Uint8Array>),
+            ContentLength: options.contentLength,
+          }),
+        );
+        return { etag: stripQuotes(out.ETag) };
+      } else if (options.ifNoneMatch) {
         // Conditional multipart completion is not universally supported: buffer and PUT.
         body = await collect(body);
       } else {

@@ -413,9 +413,12 @@ export async function scoreShard(
     };
     if (signal.aborted) throw signal.reason;
     try {
+      // Known length: S3 gets one streaming PUT instead of a buffered body.
+      const contentLength = await spool.byteLength(header);
       await storage.writeObject(req.output, spool.stream(header), {
         ifNoneMatch: "*",
         contentType: "application/x-ndjson",
+        contentLength,
       });
     } catch (e) {
       if ((e as Error).name === "PreconditionFailedError") {

@@ -229,6 +229,11 @@ export class ScoreSummaryBuilder {
 
 const encoder = new TextEncoder();
 
+/** The header's line as written (validated first: a manifest never gets a malformed header). */
+function headerLine(header: ManifestHeader): Uint8Array {
+  return encoder.encode(JSON.stringify(parseManifestHeader(header)) + "\n");
+}
+
 /**
  * Spools manifest entries to a temporary file so memory stays bounded, then streams the finished
  * manifest (header line, then the entries) for a single create-only write. Nothing is visible in
@@ -251,6 +256,7 @@ export class ManifestSpool {
   #pendingChars = 0;
   #bytes = 0;
   #entries = 0;
+  #flushing: Promise<void> = Promise.resolve();
 
   private constructor(readonly path: string, file: Deno.FsFile) {
     this.#file = file;
@@ -282,8 +288,13 @@ export class ManifestSpool {
     if (this.#pendingChars >= 256 * 1024) await this.flush();
   }
 
-  /** Writes buffered entries to the spool file. */
-  async flush(): Promise<void> {
+  /** Writes buffered entries to the spool file (flushes run one after another, in order). */
+  flush(): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#writePending());
+    return this.#flushing;
+  }
+
+  async #writePending(): Promise<void> {
     if (!this.#pending.length) return;
     const bytes = encoder.encode(this.#pending.join(""));
     this.#pending = [];
@@ -296,12 +307,12 @@ export class ManifestSpool {
   /** Size in bytes of the manifest {@link stream} will produce for `header`. */
   async byteLength(header: ManifestHeader): Promise<number> {
     await this.flush();
-    return encoder.encode(JSON.stringify(header) + "\n").length + this.#bytes;
+    return headerLine(header).length + this.#bytes;
   }
 
   /** The complete manifest: header line, then every entry in the order added. */
   stream(header: ManifestHeader): ReadableStream<Uint8Array> {
-    const headerBytes = encoder.encode(JSON.stringify(parseManifestHeader(header)) + "\n");
+    const headerBytes = headerLine(header);
     let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
     const flush = () => this.flush();
     const path = this.path;

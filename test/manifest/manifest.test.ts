@@ -101,6 +101,21 @@ describe("manifest v1 format", () => {
     expect(read).toEqual(entries);
   });
 
+  it("byteLength is the exact length of the streamed manifest, even while a flush is pending", async () => {
+    const spool = await ManifestSpool.create();
+    try {
+      for (let i = 0; i < 300; i++) {
+        await spool.add({ id: `r${i}`, line: i + 1, score: 1, keep: true });
+      }
+      const h = header({ counts: { records: 300, kept: 300, dropped: 0, skippedInvalid: 0 } });
+      const stream = spool.stream(h); // starts a flush of the buffered entries
+      const length = await spool.byteLength(h);
+      expect((await new Response(stream).arrayBuffer()).byteLength).toBe(length);
+    } finally {
+      await spool.dispose();
+    }
+  });
+
   it("the spool file is deleted on dispose", async () => {
     const spool = await ManifestSpool.create();
     await spool.add({ id: "a", line: 1, score: 1, keep: true });

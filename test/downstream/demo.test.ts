@@ -56,8 +56,9 @@ describe("deno task demo (tiny preset)", () => {
 
   it("states netComputeGain as a number, or null only when a run never reached the baseline", () => {
     expect(report.netComputeGainSeeds.length).toBe(2);
-    if (report.netComputeGain === null) expect(report.netComputeGainSeeds.every((g) => g === null)).toBe(true);
-    else expect(Number.isFinite(report.netComputeGain)).toBe(true);
+    if (report.netComputeGain === null) {
+      expect(report.netComputeGainSeeds.every((g) => g === null)).toBe(true);
+    } else expect(Number.isFinite(report.netComputeGain)).toBe(true);
   });
 
   it("gives per-source keep rates in [0, 1] for the DataRater and every baseline", () => {
@@ -82,7 +83,14 @@ describe("deno task demo (tiny preset)", () => {
   it("measures every claim of the issue and writes the plots", async () => {
     expect(report.checks.length).toBe(7);
     for (const c of report.checks) expect(typeof c.pass).toBe("boolean");
-    for (const f of ["nll-testClean-small.svg", "nll-test-small.svg", "nll-testClean-large.svg", "clean-only-nll-testClean.svg"]) {
+    for (
+      const f of [
+        "nll-testClean-small.svg",
+        "nll-test-small.svg",
+        "nll-testClean-large.svg",
+        "clean-only-nll-testClean.svg",
+      ]
+    ) {
       const svg = await Deno.readTextFile(join(dir, "report", f));
       expect(svg.startsWith("<svg")).toBe(true);
       expect(svg).toContain("<polyline");

@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { resetLmCaches } from "./lm.ts";
-import { installMatMulGradient } from "./nn.ts";
+import { installGradients } from "./nn.ts";
 
 export type BackendName = "wasm" | "webgpu" | "cpu";
 
@@ -29,7 +29,7 @@ let webgpuRegistered = false;
 
 /** Registers (once) and activates a backend; idempotent. Throws {@link BackendError} on failure. */
 export async function useBackend(name: BackendName): Promise<void> {
-  installMatMulGradient();
+  installGradients();
   if (tf.getBackend() === name) return;
   if (name === "wasm" && !wasmRegistered) {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
@@ -67,5 +67,5 @@ export async function useBackend(name: BackendName): Promise<void> {
   }
   // Cached constants (masks) belong to the previous backend.
   resetLmCaches();
-  installMatMulGradient();
+  installGradients();
 }

@@ -16,6 +16,7 @@ import {
   initArrays,
   layerNorm,
   linear,
+  logSoftmax,
   MASK_BIAS,
   type ParamArrays,
   type Params,
@@ -151,9 +152,7 @@ export function lmTokenNll(
     params["head.w"],
     params["head.b"],
   );
-  // logSoftmax has a custom gradient made of differentiable ops; logSumExp's gradient goes
-  // through Max → Equal, which has no gradient, so it cannot be differentiated twice.
-  const picked = tf.sum(tf.mul(tf.logSoftmax(logits, -1), c.targets), -1);
+  const picked = tf.sum(tf.mul(logSoftmax(logits), c.targets), -1);
   return tf.reshape(tf.neg(picked), [b, len]) as tf.Tensor2D;
 }
 

@@ -240,6 +240,18 @@ export function createApp(options: AppOptions = {}): ScoringApp {
       checkAllowed("model", req.model);
       checkAllowed("input", req.input);
       checkAllowed("output", req.output);
+      for (const field of ["input", "output"] as const) {
+        if (req[field].endsWith("/")) {
+          throw new ApiError(
+            "bad_request",
+            `${field} ${
+              req[field]
+            } is a prefix: give one object (a shard, and its manifest's URI); ` +
+              "`deno task score` fans out over every shard under a prefix",
+            { field },
+          );
+        }
+      }
       if (req.output === req.input) {
         throw new ApiError("bad_request", "output must differ from input", { field: "output" });
       }

@@ -99,6 +99,18 @@ describe("request validation", () => {
     );
   });
 
+  it("a prefix instead of one shard or manifest object is a 400 pointing at the fan-out CLI", async () => {
+    const r = await post(app(), request({ input: root }));
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toBe(
+      `input ${root} is a prefix: give one object (a shard, and its manifest's URI); ` +
+        "`deno task score` fans out over every shard under a prefix",
+    );
+    const r2 = await post(app(), request({ output: `${root}out/` }));
+    expect(r2.status).toBe(400);
+    expect(r2.body.error.field).toBe("output");
+  });
+
   it("a URI outside the allowed roots is a 403 naming the roots", async () => {
     const r = await post(app(), request({ input: "file:///etc/passwd" }));
     expect(r.status).toBe(403);

@@ -21,7 +21,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { formatUri, parseUri } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
-import { InferencePool } from "./inference.ts";
+import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
 import { ModelCache } from "./models.ts";
 import { type ScoreRequest, ScoreRequestSchema, scoreShard } from "./score.ts";
@@ -53,6 +53,8 @@ export interface AppOptions {
   /** Inference workers (default 1) and onnxruntime threads per worker (default 1). */
   workers?: number;
   threadsPerWorker?: number;
+  /** onnxruntime to use: `node`, `web` (WASM) or `auto` (node, else web; the default). */
+  runtime?: InferenceRuntime;
   /** Models kept loaded (default 4). */
   maxModels?: number;
   /** Models to load at start; `/readyz` is 503 until they are. */
@@ -99,6 +101,7 @@ export function createApp(options: AppOptions = {}): ScoringApp {
   const pool = new InferencePool({
     workers: options.workers ?? 1,
     threadsPerWorker: options.threadsPerWorker ?? 1,
+    runtime: options.runtime,
     onBatch: (s) => metrics.batchSeconds.observe(s),
   });
   const models = new ModelCache(storage, pool, {
@@ -173,7 +176,9 @@ export function createApp(options: AppOptions = {}): ScoringApp {
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
   app.get("/readyz", (c) => {
-    if (readiness.ready) return c.json({ status: "ready", models: models.loadedDigests });
+    if (readiness.ready) {
+      return c.json({ status: "ready", models: models.loadedDigests, runtime: pool.activeRuntime });
+    }
     return c.json({ status: "not ready", warming: warmModels, error: readiness.error }, 503);
   });
 

@@ -7,7 +7,9 @@
  * metadata and opens a session keyed by the model's sha256; `score` runs one encoded batch;
  * `unload` closes a session. Replies carry the request's `id`.
  */
-import * as ort from "onnxruntime-node";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import type * as OrtNode from "onnxruntime-node";
 import {
   MASK_INPUT,
   type RaterMetadata,
@@ -16,9 +18,22 @@ import {
   TOKENS_INPUT,
 } from "../training/export-onnx.ts";
 
+/**
+ * Which onnxruntime runs the model: `node` (native addon, fastest), `web` (WASM: where native
+ * addons can't load, e.g. edge runtimes; about 5× slower), `auto` (node, else web).
+ */
+export type InferenceRuntime = "node" | "web" | "auto";
+
 /** A message to the worker. */
 export type WorkerRequest =
-  | { id: number; type: "load"; digest: string; bytes: Uint8Array; threads: number }
+  | {
+    id: number;
+    type: "load";
+    digest: string;
+    bytes: Uint8Array;
+    threads: number;
+    runtime: InferenceRuntime;
+  }
   | {
     id: number;
     type: "score";
@@ -32,26 +47,67 @@ export type WorkerRequest =
 
 /** The worker's answer to one request. */
 export type WorkerReply =
-  | { id: number; ok: true; metadata?: RaterMetadata; scores?: Float32Array; seconds?: number }
+  | {
+    id: number;
+    ok: true;
+    metadata?: RaterMetadata;
+    /** The onnxruntime that loaded the model. */
+    runtime?: "node" | "web";
+    scores?: Float32Array;
+    seconds?: number;
+  }
   | { id: number; ok: false; error: { name: string; message: string } };
 
-const sessions = new Map<string, ort.InferenceSession>();
+// Both runtimes share onnxruntime-common's API: the node typings describe either.
+type Ort = typeof OrtNode;
+let ortPromise: Promise<{ ort: Ort; name: "node" | "web" }> | null = null;
+
+async function loadWeb(threads: number): Promise<Ort> {
+  const web = await import("onnxruntime-web");
+  // The wasm binaries come from node_modules, never from a CDN.
+  const require = createRequire(import.meta.url);
+  web.env.wasm.wasmPaths = dirname(require.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm")) +
+    "/";
+  web.env.wasm.numThreads = threads;
+  return web as unknown as Ort;
+}
+
+/** The runtime, chosen once per worker by the first load. */
+function runtime(choice: InferenceRuntime, threads: number) {
+  return ortPromise ??= (async () => {
+    if (choice === "web") return { ort: await loadWeb(threads), name: "web" as const };
+    try {
+      return { ort: await import("onnxruntime-node") as unknown as Ort, name: "node" as const };
+    } catch (e) {
+      if (choice === "node") throw e;
+      return { ort: await loadWeb(threads), name: "web" as const };
+    }
+  })();
+}
+
+const sessions = new Map<string, OrtNode.InferenceSession>();
 
 async function handle(msg: WorkerRequest): Promise<WorkerReply> {
   switch (msg.type) {
     case "load": {
       // Validate before opening a session: a non-DataRater model gets a precise reason.
       const metadata = readRaterMetadata(msg.bytes);
+      const { ort, name } = await runtime(msg.runtime, msg.threads);
       if (!sessions.has(msg.digest)) {
-        const session = await ort.InferenceSession.create(msg.bytes, {
-          intraOpNumThreads: msg.threads,
-          interOpNumThreads: 1,
-          executionMode: "sequential",
-          graphOptimizationLevel: "all",
-        });
+        const session = await ort.InferenceSession.create(
+          msg.bytes,
+          name === "node"
+            ? {
+              intraOpNumThreads: msg.threads,
+              interOpNumThreads: 1,
+              executionMode: "sequential",
+              graphOptimizationLevel: "all",
+            }
+            : { executionProviders: ["wasm"], graphOptimizationLevel: "all" },
+        );
         sessions.set(msg.digest, session);
       }
-      return { id: msg.id, ok: true, metadata };
+      return { id: msg.id, ok: true, metadata, runtime: name };
     }
     case "score": {
       const session = sessions.get(msg.digest);
@@ -62,6 +118,7 @@ async function handle(msg: WorkerRequest): Promise<WorkerReply> {
           error: { name: "ModelNotLoadedError", message: `model ${msg.digest} is not loaded` },
         };
       }
+      const { ort } = await ortPromise!;
       const start = performance.now();
       const out = await session.run({
         [TOKENS_INPUT]: new ort.Tensor("int32", msg.tokens, [msg.batch, msg.seqLen]),

@@ -14,7 +14,9 @@
  */
 import type { ByteBatch } from "../lib/bytes.ts";
 import type { RaterMetadata } from "../training/export-onnx.ts";
-import type { WorkerReply, WorkerRequest } from "./inference-worker.ts";
+import type { InferenceRuntime, WorkerReply, WorkerRequest } from "./inference-worker.ts";
+
+export type { InferenceRuntime };
 
 /** Inference failed (the worker crashed, or onnxruntime rejected the batch). */
 export class InferenceError extends Error {
@@ -38,6 +40,8 @@ export interface InferencePoolOptions {
   workers?: number;
   /** onnxruntime intra-op threads per worker (default 1: one core per worker). */
   threadsPerWorker?: number;
+  /** onnxruntime-node (`node`), onnxruntime-web WASM (`web`), or node falling back to web (`auto`, default). */
+  runtime?: InferenceRuntime;
   /** Called with each batch's onnxruntime run time, in seconds (for metrics). */
   onBatch?: (seconds: number) => void;
 }
@@ -60,6 +64,9 @@ const WORKER_URL = new URL("./inference-worker.ts", import.meta.url);
 export class InferencePool {
   readonly workers: number;
   readonly threadsPerWorker: number;
+  readonly runtime: InferenceRuntime;
+  /** The runtime the workers actually use (known after the first load). */
+  activeRuntime: "node" | "web" | null = null;
   #slots: Slot[] = [];
   #models = new Map<string, Uint8Array>();
   #nextId = 1;
@@ -70,6 +77,7 @@ export class InferencePool {
     this.#onBatch = options.onBatch;
     this.workers = Math.max(1, options.workers ?? 1);
     this.threadsPerWorker = Math.max(1, options.threadsPerWorker ?? 1);
+    this.runtime = options.runtime ?? "auto";
     for (let i = 0; i < this.workers; i++) this.#slots.push(this.#spawn());
   }
 
@@ -126,7 +134,11 @@ export class InferencePool {
         digest,
         bytes,
         threads: this.threadsPerWorker,
-      }).then((r) => r.metadata!);
+        runtime: this.runtime,
+      }).then((r) => {
+        this.activeRuntime = r.runtime ?? null;
+        return r.metadata!;
+      });
       loaded.catch(() => slot.loaded.delete(digest));
       slot.loaded.set(digest, loaded);
     }

@@ -9,6 +9,8 @@
  * - `DATARATER_MAX_BODY_BYTES`, `DATARATER_MAX_INPUT_BYTES`, `DATARATER_MAX_MODEL_BYTES`,
  *   `DATARATER_TIMEOUT_MS`, `DATARATER_BATCH_SIZE`, `DATARATER_WORKERS`,
  *   `DATARATER_THREADS_PER_WORKER`, `DATARATER_MAX_MODELS`: limits (see `AppOptions`).
+ * - `DATARATER_INFERENCE_RUNTIME`: `node` (onnxruntime-node), `web` (onnxruntime-web WASM, for
+ *   hosts that can't load native addons) or `auto` (node, else web; default).
  * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (lib/storage.ts).
  */
 import { z } from "zod";
@@ -33,6 +35,7 @@ export const ServeEnvSchema = z.object({
   DATARATER_WORKERS: int(1),
   DATARATER_THREADS_PER_WORKER: int(1),
   DATARATER_MAX_MODELS: int(1),
+  DATARATER_INFERENCE_RUNTIME: z.enum(["node", "web", "auto"]).default("auto"),
 });
 
 /** App options from the environment (throws a readable error for bad values). */
@@ -59,6 +62,7 @@ export function optionsFromEnv(env: Record<string, string>): { port: number; app
       workers: e.DATARATER_WORKERS,
       threadsPerWorker: e.DATARATER_THREADS_PER_WORKER,
       maxModels: e.DATARATER_MAX_MODELS,
+      runtime: e.DATARATER_INFERENCE_RUNTIME,
     },
   };
 }

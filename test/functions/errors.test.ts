@@ -433,7 +433,11 @@ describe("probes and metrics", () => {
     await a.warmUp();
     const ready = await a.request("/readyz");
     expect(ready.status).toBe(200);
-    expect((await ready.json()).models).toEqual([model.sha256]);
+    expect(await ready.json()).toEqual({
+      status: "ready",
+      models: [model.sha256],
+      runtime: "node",
+    });
   });
 
   it("/readyz is 503 with the reason when a warm model cannot be loaded", async () => {

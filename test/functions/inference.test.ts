@@ -23,6 +23,7 @@ afterAll(() => pool.close());
 describe("InferencePool", () => {
   it("scores in Web Workers equal onnxruntime-node's scores on the main thread", async () => {
     const meta = await pool.load(model.sha256, model.bytes);
+    expect(pool.activeRuntime).toBe("node");
     expect(meta.seqLen).toBe(32);
     expect(meta.calibration).toEqual(model.calibration);
     expect(pool.isLoaded(model.sha256)).toBe(true);
@@ -54,6 +55,20 @@ describe("InferencePool", () => {
     await expect(pool.score(model.sha256, encodeBatch(["x"], 16))).rejects.toThrowError(
       InferenceError,
     );
+  });
+
+  it("the WASM runtime (onnxruntime-web, for hosts without native addons) gives the same scores", async () => {
+    const web = new InferencePool({ runtime: "web" });
+    try {
+      await web.load(model.sha256, model.bytes);
+      expect(web.activeRuntime).toBe("web");
+      const texts = referenceTexts(64, 4);
+      const scores = await web.score(model.sha256, encodeBatch(texts, 32));
+      const direct = await scoreDirect(model.bytes, texts, 32);
+      for (let i = 0; i < 64; i++) expect(Math.abs(scores[i] - direct[i])).toBeLessThan(1e-4);
+    } finally {
+      await web.close();
+    }
   });
 
   it("unload closes the sessions; close rejects later calls", async () => {

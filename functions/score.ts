@@ -108,6 +108,20 @@ export function makeDecider(policy: Policy, calibration: ScoreCalibration): Deci
   }
 }
 
+const utf8 = new TextEncoder();
+
+/**
+ * The first `seqLen` bytes of a text's UTF-8 encoding, without encoding the rest (records can be
+ * far longer than the model looks). `encodeInto` stops at a whole character, so it is given up to
+ * 3 spare bytes: the result is exactly `encode(text).subarray(0, seqLen)`, as the tokenizer cuts.
+ */
+export function headBytes(text: string, seqLen: number): Uint8Array {
+  if (text.length * 3 <= seqLen) return utf8.encode(text); // surely short: no cut needed
+  const buf = new Uint8Array(seqLen + 3);
+  const { written } = utf8.encodeInto(text, buf);
+  return buf.subarray(0, Math.min(written, seqLen));
+}
+
 /** Reads an existing manifest's header, or null if there is none. */
 export async function readExistingHeader(
   storage: ScoringStorage,
@@ -293,7 +307,7 @@ export async function scoreShard(
     const queue: Pending[] = [];
     let ids: string[] = [];
     let lines: number[] = [];
-    let texts: string[] = [];
+    let texts: Uint8Array[] = [];
 
     const drainOne = async () => {
       const p = queue.shift()!;
@@ -357,7 +371,7 @@ export async function scoreShard(
         seen.set(r.id, r.line);
         ids.push(r.id);
         lines.push(r.line);
-        texts.push(r.text);
+        texts.push(headBytes(r.text, model.seqLen));
         if (texts.length >= deps.batchSize) await dispatch();
       }
       if (texts.length) await dispatch();

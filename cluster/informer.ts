@@ -60,6 +60,7 @@ export class Informer<T extends ObjectWithMeta> {
   private abort: AbortController | undefined;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  private endWatch: (() => void) | undefined;
   private markSynced!: () => void;
   /** Resolves once the first list has filled the cache. */
   readonly synced: Promise<void>;
@@ -99,6 +100,8 @@ export class Informer<T extends ObjectWithMeta> {
   async stop(): Promise<void> {
     this.stopped = true;
     this.abort?.abort();
+    // Do not wait for the aborted stream to report its end: not every runtime reports it.
+    this.endWatch?.();
     this.wake?.();
     await this.loop;
   }
@@ -188,6 +191,7 @@ export class Informer<T extends ObjectWithMeta> {
     this.watches++;
     return new Promise((resolve, reject) => {
       let gone = false;
+      this.endWatch = () => resolve("ended");
       const watch = new Watch(this.options.kubeConfig);
       const query: Record<string, string | number | boolean> = {
         resourceVersion: this.resourceVersion,

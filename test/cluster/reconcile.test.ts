@@ -422,7 +422,7 @@ describe("the API server's validation of MetaTraining specs", () => {
     expect(api.list("metatrainings", NS)).toEqual([]);
   });
 
-  test("an update that makes the spec invalid is rejected and the stored object is unchanged", async () => {
+  test("an update that makes the spec invalid is rejected and the stored object is unchanged", () => {
     api.create("metatrainings", sampleMetaTraining("run-a"));
     const bad = mt("run-a");
     bad.spec.training.rater = { dModel: 30, heads: 4 };

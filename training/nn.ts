@@ -33,11 +33,12 @@ export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
 /** GELU, tanh approximation (smooth, so finite-difference checks of the meta-gradient hold). */
 export function gelu(x: tf.Tensor): tf.Tensor {
   // x·x·x rather than pow(x, 3): tfjs-wasm's Pow is several times slower than two multiplies.
-  const inner = tf.mul(
+  // ½(1 + tanh z) = sigmoid(2z): the same function, and tfjs-wasm's Sigmoid is ~4× faster than Tanh.
+  const twoZ = tf.mul(
     tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)),
-    Math.sqrt(2 / Math.PI),
+    2 * Math.sqrt(2 / Math.PI),
   );
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  return tf.mul(x, tf.sigmoid(twoZ));
 }
 
 /**

@@ -86,7 +86,17 @@ async function centralDifference(
   return (await at(h) - await at(-h)) / (2 * h);
 }
 
-async function check(rater: RaterConfig, perTensor: number, h: number, zeroGrad: string[]) {
+/**
+ * `step(|g|)`: the finite-difference step. float32 losses resolve ~2e-7, so a small gradient needs a
+ * larger step to rise above rounding; a large one (a strongly curved direction) needs a smaller
+ * step to keep the truncation error down.
+ */
+async function check(
+  rater: RaterConfig,
+  perTensor: number,
+  step: (absGrad: number) => number,
+  zeroGrad: string[],
+) {
   const { eta, result, loss } = await setup(rater);
   expect(Number.isFinite(result.metaLoss)).toBe(true);
   expect(result.innerLosses).toHaveLength(2);
@@ -102,7 +112,7 @@ async function check(rater: RaterConfig, perTensor: number, h: number, zeroGrad:
     const largest = [...g.keys()].sort((a, b) => Math.abs(g[b]) - Math.abs(g[a]))
       .slice(0, perTensor);
     for (const j of largest) {
-      const fd = await centralDifference(eta, loss, name, j, h);
+      const fd = await centralDifference(eta, loss, name, j, step(Math.abs(g[j])));
       const rel = Math.abs(fd - g[j]) / Math.abs(g[j]);
       expect(rel, `${name}[${j}]: analytic ${g[j]}, finite difference ${fd}`).toBeLessThan(1e-2);
       checked++;
@@ -114,7 +124,7 @@ async function check(rater: RaterConfig, perTensor: number, h: number, zeroGrad:
 describe("meta-gradient through a 2-step Adam unroll", () => {
   it("matches central finite differences on every checked parameter of an MLP rater", async () => {
     const rater = RaterConfigSchema.parse({ kind: "mlp", dModel: 4, hidden: 4 });
-    await check(rater, 3, 3e-2, ["mlp.b2"]);
+    await check(rater, 3, () => 3e-2, ["mlp.b2"]);
   });
 
   it("matches central finite differences on every tensor of a transformer rater", async () => {
@@ -125,6 +135,6 @@ describe("meta-gradient through a 2-step Adam unroll", () => {
       heads: 1,
       ffn: 4,
     });
-    await check(rater, 1, 3e-3, ["lnf.b", "head.b"]);
+    await check(rater, 1, (g) => (g > 0.05 ? 3e-3 : 1e-2), ["lnf.b", "head.b"]);
   });
 });

@@ -157,6 +157,14 @@ describe("meta-training run", () => {
     );
   });
 
+  it("gives identical parameters with the population spread over two workers", async () => {
+    const outputW = join(dir, "run-workers");
+    const w = await train(config(outputW, { workers: 2 }), { progress: "none", stopAfter: 2 });
+    const at2 = decodeCheckpoint(await readBytes(checkpointUri(outputA, 2)));
+    expectSameArrays(at2.eta, w.eta);
+    for (let i = 0; i < 3; i++) expectSameArrays(at2.members[i].params, w.members[i].params);
+  });
+
   it("refuses to resume a run under a different configuration", async () => {
     const other = config(outputA, { seed: 7 });
     await expect(train(other, { progress: "none", steps: 8 })).rejects.toThrow(

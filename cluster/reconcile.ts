@@ -497,7 +497,7 @@ async function writeStatus(
       current = latest;
     }
   }
-  for (const event of events) await emitEvent(ctx, mt, event, now);
+  await Promise.all(events.map((event) => emitEvent(ctx, mt, event, now)));
 }
 
 let eventCounter = 0;

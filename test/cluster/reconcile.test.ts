@@ -52,7 +52,8 @@ function condition(name: string, type: string) {
 function eventReasons(name: string): string[] {
   return api.list("events", NS)
     .filter((e) => e.involvedObject?.name === name)
-    .map((e) => e.reason);
+    .map((e) => e.reason)
+    .sort(); // Events of one pass are sent concurrently
 }
 
 describe("reconcileMetaTraining", () => {
@@ -189,7 +190,7 @@ describe("reconcileMetaTraining", () => {
     expect(condition("run-a", "Succeeded")).toMatchObject({ status: "True", reason: "Exported" });
     expect(condition("run-a", "Running")).toMatchObject({ status: "False" });
     expect(result.requeueAfterMs).toBeUndefined();
-    expect(eventReasons("run-a")).toEqual(["JobCreated", "Pending", "Running", "Succeeded"]);
+    expect(eventReasons("run-a")).toEqual(["JobCreated", "Pending", "Running", "Succeeded"].sort());
   });
 
   test("a failed Job makes the MetaTraining Failed with the trainer's termination message", async () => {

@@ -19,6 +19,7 @@ Runs the MetaTraining operator against the current kubeconfig (in a pod: its Ser
 Options (environment variable in brackets):
   --trainer-image IMAGE     image for MetaTrainings without spec.image [DATARATER_TRAINER_IMAGE] (required)
   --output-prefix URI       default output: <URI>/<namespace>/<name> [DATARATER_OUTPUT_PREFIX]
+  --trainer-service-account NAME  ServiceAccount of trainer pods, e.g. for workload identity
   --namespace NS            watch one namespace (default: all) [WATCH_NAMESPACE]
   --workers N               concurrent reconciles (default 4)
   --progress-poll SECONDS   how often running trainings' progress is read (default 30)
@@ -36,6 +37,7 @@ export function parseOperatorArgs(argv: string[], env: (name: string) => string 
     options: {
       "trainer-image": { type: "string" },
       "output-prefix": { type: "string" },
+      "trainer-service-account": { type: "string" },
       namespace: { type: "string" },
       workers: { type: "string" },
       "progress-poll": { type: "string" },
@@ -64,6 +66,7 @@ export function parseOperatorArgs(argv: string[], env: (name: string) => string 
     help: false as const,
     trainerImage,
     outputPrefix: values["output-prefix"] ?? env("DATARATER_OUTPUT_PREFIX"),
+    trainerServiceAccount: values["trainer-service-account"],
     namespace: values.namespace ?? env("WATCH_NAMESPACE"),
     workers: positive("workers", values.workers, 4),
     progressPollMs: positive("progress-poll", values["progress-poll"], 30) * 1000,
@@ -99,7 +102,11 @@ async function main(): Promise<number> {
   const log = (message: string) => console.log(`${new Date().toISOString()} ${message}`);
   const controller = new MetaTrainingController({
     kubeConfig: kc,
-    settings: { trainerImage: args.trainerImage, outputPrefix: args.outputPrefix },
+    settings: {
+      trainerImage: args.trainerImage,
+      outputPrefix: args.outputPrefix,
+      trainerServiceAccount: args.trainerServiceAccount,
+    },
     namespace: args.namespace,
     workers: args.workers,
     progressPollMs: args.progressPollMs,

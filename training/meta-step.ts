@@ -191,7 +191,8 @@ export function collectTensors(s: LearnerState): tf.Tensor[] {
 
 /**
  * The held-out loss after K rater-weighted inner updates, without the meta-gradient: the
- * measurement used to choose which rater snapshot to export. The learner is not modified.
+ * measurement used to choose which rater snapshot to export. The learner is not modified. The
+ * mean over records is taken in float64, so finite differences of it resolve small changes.
  */
 export async function heldOutMetaLoss(
   eta: Params,
@@ -206,7 +207,7 @@ export async function heldOutMetaLoss(
   }));
   const outer = prepareLmBatch(batches.outer);
   try {
-    const loss = tf.tidy(() => {
+    const perRecord = tf.tidy(() => {
       let theta = learner.params;
       let opt = learner.opt;
       for (const x of inner) {
@@ -214,11 +215,13 @@ export async function heldOutMetaLoss(
         theta = r.theta;
         opt = r.opt;
       }
-      return tf.mean(lmLossFromConstants(theta, settings.inner, outer));
+      return lmLossFromConstants(theta, settings.inner, outer);
     });
-    const v = (await loss.data())[0];
-    loss.dispose();
-    return v;
+    const values = await perRecord.data();
+    perRecord.dispose();
+    let sum = 0;
+    for (const v of values) sum += v;
+    return sum / values.length;
   } finally {
     for (const x of inner) {
       disposeLmBatch(x.lm);

@@ -65,7 +65,34 @@ export async function useBackend(name: BackendName): Promise<void> {
       `backend ${name} failed to initialise (tf.setBackend returned false); try backend: wasm`,
     );
   }
+  if (name === "wasm") shareIdentityOnWasm();
   // Cached constants (masks) belong to the previous backend.
   resetLmCaches();
   installGradients();
+}
+
+let identityShared = false;
+
+/**
+ * tfjs-wasm's Identity kernel copies its input, and the engine runs it for every tensor it saves
+ * for a gradient (about a thousand per meta-step, half of them activation-sized). Tensors are
+ * immutable, so sharing the buffer with a reference count — what the Reshape kernel and the CPU
+ * backend's Identity already do — is equivalent, and saves the copies' time and memory.
+ */
+function shareIdentityOnWasm(): void {
+  if (identityShared) return;
+  const original = tf.getKernel(tf.Identity, "wasm");
+  if (!original) return;
+  tf.unregisterKernel(tf.Identity, "wasm");
+  tf.registerKernel({
+    kernelName: tf.Identity,
+    backendName: "wasm",
+    kernelFunc: (args) => {
+      const x = args.inputs.x as tf.TensorInfo;
+      if (x.dtype === "string") return original.kernelFunc(args);
+      (args.backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  });
+  identityShared = true;
 }

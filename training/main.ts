@@ -10,7 +10,7 @@
  * to fix, and also writes that message to `/dev/termination-log` when it can (Kubernetes shows it
  * as the container's termination message).
  */
-import yaml from "js-yaml";
+import { load as loadYaml } from "js-yaml";
 import { parseArgs } from "node:util";
 import { ConfigError, parseTrainConfig } from "../lib/config.ts";
 import { StorageError } from "../lib/storage.ts";
@@ -46,7 +46,7 @@ export async function loadConfigFile(path: string) {
   }
   let raw: unknown;
   try {
-    raw = /\.json$/i.test(path) ? JSON.parse(text) : yaml.load(text);
+    raw = /\.json$/i.test(path) ? JSON.parse(text) : loadYaml(text);
   } catch (e) {
     throw new ConfigError(
       [{ path: "", message: `not valid JSON/YAML: ${(e as Error).message}` }],

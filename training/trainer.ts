@@ -266,8 +266,10 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 
       if (step % config.checkpointEvery === 0 || step === stopAt) {
         state = await captureState();
-        await saveCheckpoint(config.output, state);
+        // Metrics first: after a crash between the two writes, a resume drops metric lines past
+        // its checkpoint; the other order would leave a gap.
         await writeMetrics(config.output, metrics);
+        await saveCheckpoint(config.output, state);
         await writeProgress(config.output, step, totalSteps, lastMetaLoss, "training");
       }
     }

@@ -122,7 +122,11 @@ export class WorkerPopulation implements PopulationExecutor {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.clients.map((c) => c.call("close")));
+    // A worker that died never answers: give each a moment to free its tensors, then stop it.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise((resolve) => (timer = setTimeout(resolve, 5000)));
+    await Promise.race([Promise.allSettled(this.clients.map((c) => c.call("close"))), timeout]);
+    clearTimeout(timer);
     for (const c of this.clients) c.worker.terminate();
   }
 }

@@ -2,6 +2,7 @@
  * The trainer's bookkeeping: exact resume, the population's staggered resets and advancing
  * learners, the export's artifacts, and clear errors for bad configs and bad data.
  */
+import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
@@ -163,6 +164,16 @@ describe("meta-training run", () => {
     const at2 = decodeCheckpoint(await readBytes(checkpointUri(outputA, 2)));
     expectSameArrays(at2.eta, w.eta);
     for (let i = 0; i < 3; i++) expectSameArrays(at2.members[i].params, w.members[i].params);
+  });
+
+  it("releases every tensor it allocated once the run is over", async () => {
+    const before = tf.memory().numTensors;
+    await train(config(join(dir, "run-leak"), { checkpointEvery: 100 }), {
+      progress: "none",
+      steps: 3,
+      export: false,
+    });
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it("refuses to resume a run under a different configuration", async () => {

@@ -113,18 +113,8 @@ async function metaTrain(
   await Deno.mkdir(localDir, { recursive: true });
   await Deno.writeTextFile(configPath, JSON.stringify(config, null, 2));
   log(`[meta-train ${name}] ${JSON.stringify(preset.metaTraining.meta)} → ${output}`);
-  let hasCli = false;
-  try {
-    hasCli = Deno.statSync(join(ROOT, "training/main.ts")).isFile;
-  } catch { /* no CLI in this checkout */ }
-  if (hasCli) {
-    await runDeno(["training/main.ts", "--config", configPath], env, log);
-  } else {
-    // The trainer's CLI is not in this checkout: run the same training function in-process.
-    const { train: trainRater } = await import("../training/trainer.ts");
-    const { parseTrainConfig } = await import("../lib/config.ts");
-    await trainRater(parseTrainConfig(config), { progress: "json", log: (l) => log(`  ${l}`) });
-  }
+  // The same program the Kubernetes pod runs, as its own process.
+  await runDeno(["training/main.ts", "--config", configPath], env, log);
   const artifacts = await readJsonIfExists(artifactsUri);
   if (!artifacts) throw new Error(`meta-training finished but wrote no ${artifactsUri}`);
   return TrainerArtifactsSchema.parse(artifacts).onnx;

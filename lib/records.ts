@@ -1,8 +1,10 @@
 /**
- * Streaming reader and writer of record shards: JSON Lines, optionally gzip (detected by its magic
- * bytes, not the file name), one object per line with an id field and a text field.
+ * Streaming reader and writer of record shards: JSON Lines, optionally gzip, one object per line
+ * with an id field and a text field; or Parquet, one row per record with an id column and a text
+ * column. The format is detected by magic bytes (gzip's, Parquet's `PAR1`), not by the file name.
  *
- * Memory stays bounded by the longest line, whatever the shard's size.
+ * Memory stays bounded by the longest line (JSON Lines) or one row group (Parquet, read through
+ * ranged reads: see `parquet.ts`), whatever the shard's size.
  *
  * @example
  * ```ts
@@ -11,16 +13,28 @@
  * }
  * ```
  */
+import {
+  ParquetError,
+  rangedFile,
+  readParquetRows,
+  type ReadRange,
+  startsWithParquetMagic,
+} from "./parquet.ts";
 import { readObject } from "./storage.ts";
 
-/** One record as read, with its 1-based line number in the shard. */
+export { ParquetError } from "./parquet.ts";
+
+/** One record as read, with its 1-based line number in the shard (its row number, for Parquet). */
 export interface RecordEntry {
   line: number;
   id: string;
   text: string;
-  /** The whole parsed object (extra fields such as `source` are kept for analysis). */
+  /**
+   * The whole parsed object (extra fields such as `source` are kept for analysis); for Parquet the
+   * row's columns (those read: see {@link ReadRecordsOptions.columns}) as hyparquet decodes them.
+   */
   record: Record<string, unknown>;
-  /** The line was not valid UTF-8; `text` has U+FFFD where bytes were invalid. */
+  /** The line (row) was not valid UTF-8; `text` has U+FFFD where bytes were invalid. */
   invalidUtf8: boolean;
 }
 
@@ -53,6 +67,25 @@ export interface ReadRecordsOptions {
   onSkip?: (error: RecordError) => void;
   /** Longest line accepted, in bytes (default 64 MiB). */
   maxLineBytes?: number;
+  /**
+   * For a stream source: the URI it was opened from. Parquet keeps its index at the end, so it
+   * cannot be parsed from a stream; given `uri`, a Parquet stream's rows are read by ranged reads
+   * of `uri` while the stream itself is still read to its end, concurrently, so a wrapper around it
+   * (a hash, a byte count, an abort signal) sees every byte and its errors stop the read. Without
+   * it a Parquet stream throws {@link ParquetError} (`needs-random-access`).
+   */
+  uri?: string;
+  /** Parquet: the object's size in bytes, if known (saves a HEAD request). */
+  size?: number;
+  /** Parquet: how byte ranges are read (default: `readRange` of `storage.ts`). */
+  readRange?: ReadRange;
+  /**
+   * Parquet: the columns to read into `record` besides the id and text columns (default: all).
+   * `[]` reads only those two, which is all that scoring needs.
+   */
+  columns?: string[];
+  /** Parquet: largest row group accepted, in uncompressed bytes of the columns read (default 512 MiB). */
+  maxRowGroupBytes?: number;
 }
 
 const GZIP_MAGIC = [0x1f, 0x8b];
@@ -61,10 +94,21 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 export async function maybeGunzip(
   stream: ReadableStream<Uint8Array>,
 ): Promise<ReadableStream<Uint8Array>> {
+  return gunzipPeeked(await peekStream(stream, 2));
+}
+
+/**
+ * Reads the first `n` bytes of a stream (fewer if it is shorter; possibly more: whole chunks) and
+ * returns them with a stream of all the bytes, those included.
+ */
+export async function peekStream(
+  stream: ReadableStream<Uint8Array>,
+  n: number,
+): Promise<{ head: Uint8Array; stream: ReadableStream<Uint8Array> }> {
   const reader = stream.getReader();
   const head: Uint8Array[] = [];
   let headLength = 0;
-  while (headLength < 2) {
+  while (headLength < n) {
     const { value, done } = await reader.read();
     if (done) break;
     head.push(value);
@@ -84,16 +128,21 @@ export async function maybeGunzip(
       return reader.cancel(reason);
     },
   });
-  const isGzip = first.length >= 2 && first[0] === GZIP_MAGIC[0] &&
-    first[1] === GZIP_MAGIC[1];
+  return { head: first, stream: rest };
+}
+
+function gunzipPeeked(
+  { head, stream }: { head: Uint8Array; stream: ReadableStream<Uint8Array> },
+): ReadableStream<Uint8Array> {
+  const isGzip = head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
   return isGzip
-    ? rest.pipeThrough(
+    ? stream.pipeThrough(
       new DecompressionStream("gzip") as TransformStream<
         Uint8Array,
         Uint8Array
       >,
     )
-    : rest;
+    : stream;
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {
@@ -195,10 +244,25 @@ export function parseRecordLine(
       "expected a JSON object per line",
     );
   }
-  const record = value as Record<string, unknown>;
+  return toRecordEntry(line, value as Record<string, unknown>, idField, textField, invalidUtf8);
+}
+
+/**
+ * Checks one parsed record (a JSON line's object, a Parquet row) for its id and text fields, or
+ * explains why it is not a record. Ids may be strings or finite numbers (bigints from Parquet's
+ * INT64 too); they are returned as strings.
+ */
+export function toRecordEntry(
+  line: number,
+  record: Record<string, unknown>,
+  idField = "id",
+  textField = "text",
+  invalidUtf8 = false,
+): RecordEntry {
   const id = record[idField];
   if (
-    typeof id !== "string" && !(typeof id === "number" && Number.isFinite(id))
+    typeof id !== "string" && typeof id !== "bigint" &&
+    !(typeof id === "number" && Number.isFinite(id))
   ) {
     throw new RecordError(
       line,
@@ -223,8 +287,11 @@ export function parseRecordLine(
 }
 
 /**
- * Streams the records of a shard (a URI or a byte stream). Blank lines are ignored. Invalid lines
- * throw {@link RecordError} with the line number, or are skipped and reported with `onInvalid: "skip"`.
+ * Streams the records of a shard (a URI or a byte stream): JSON Lines (gzip or not) or Parquet,
+ * told apart by their first bytes. Blank lines are ignored. Invalid lines (Parquet: rows) throw
+ * {@link RecordError} with the line (row) number, or are skipped and reported with
+ * `onInvalid: "skip"`. Parquet needs random access: from a stream it is read only when
+ * `options.uri` says where the stream came from, else {@link ParquetError} is thrown.
  */
 export async function* readRecords(
   source: string | ReadableStream<Uint8Array>,
@@ -232,7 +299,24 @@ export async function* readRecords(
 ): AsyncGenerator<RecordEntry> {
   const { idField = "id", textField = "text", onInvalid = "fail", onSkip } = options;
   const raw = typeof source === "string" ? await readObject(source) : source;
-  const stream = await maybeGunzip(raw);
+  const peeked = await peekStream(raw, 4);
+  if (startsWithParquetMagic(peeked.head)) {
+    const uri = typeof source === "string" ? source : options.uri;
+    if (uri === undefined) {
+      await peeked.stream.cancel().catch(() => {});
+      throw new ParquetError(
+        null,
+        "needs-random-access",
+        "the shard is Parquet, which needs random access (its index is at the end of the file): " +
+          "pass its URI to readRecords, or the URI the stream was opened from as options.uri",
+      );
+    }
+    // From a URI the stream was only opened to sniff the format; a caller's stream is drained.
+    if (typeof source === "string") await peeked.stream.cancel().catch(() => {});
+    yield* readParquetRecords(uri, typeof source === "string" ? null : peeked.stream, options);
+    return;
+  }
+  const stream = gunzipPeeked(peeked);
   for await (const [line, bytes] of splitLines(stream, options.maxLineBytes)) {
     if (bytes.length === 0 || isBlank(bytes)) continue;
     try {
@@ -241,6 +325,56 @@ export async function* readRecords(
       if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
       onSkip?.(e);
     }
+  }
+}
+
+/**
+ * The records of a Parquet shard, row group by row group through ranged reads of `uri`. If `side`
+ * (the caller's stream of the same object) is given, it is read to its end concurrently, and its
+ * failure stops the read: see {@link ReadRecordsOptions.uri}.
+ */
+async function* readParquetRecords(
+  uri: string,
+  side: ReadableStream<Uint8Array> | null,
+  options: ReadRecordsOptions,
+): AsyncGenerator<RecordEntry> {
+  const { idField = "id", textField = "text", onInvalid = "fail", onSkip } = options;
+  const reader = side?.getReader();
+  let sideFailed = false;
+  let sideError: unknown;
+  const drained = reader
+    ? (async () => {
+      for (;;) if ((await reader.read()).done) return;
+    })().catch((e) => {
+      sideFailed = true;
+      sideError = e;
+    })
+    : Promise.resolve();
+  const checkSide = () => {
+    if (sideFailed) throw sideError;
+  };
+  try {
+    const file = await rangedFile(uri, { size: options.size, readRange: options.readRange });
+    const columns = options.columns && [idField, textField, ...options.columns];
+    const rows = readParquetRows(file, uri, {
+      columns,
+      maxRowGroupBytes: options.maxRowGroupBytes,
+      beforeRowGroup: checkSide,
+    });
+    for await (const row of rows) {
+      checkSide(); // an abort or a failed read of the stream stops mid-row-group too
+      try {
+        yield toRecordEntry(row.row, row.values, idField, textField, row.invalidUtf8);
+      } catch (e) {
+        if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
+        onSkip?.(e);
+      }
+    }
+    // The caller may rely on the side stream being fully read (a hash of every byte) when done.
+    await drained;
+    checkSide();
+  } finally {
+    await reader?.cancel().catch(() => {});
   }
 }
 

@@ -270,6 +270,68 @@ export async function readObject(
   }
 }
 
+/**
+ * Reads bytes `[start, end)` of an object: a ranged GET on S3, a seek and read on a local file.
+ * What random-access formats (Parquet keeps its index at the end) need. A range that runs past the
+ * end is cut at the end. Throws {@link NotFoundError} if the object is missing.
+ *
+ * @example
+ * ```ts
+ * const tail = await readRange("s3://bucket/shards/part-0.parquet", size - 8, size);
+ * ```
+ */
+export async function readRange(uri: string, start: number, end: number): Promise<Uint8Array> {
+  if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0)) {
+    throw new StorageError(`invalid byte range [${start}, ${end}) for ${uri}`, uri);
+  }
+  if (end <= start) return new Uint8Array(0);
+  const loc = parseUri(uri);
+  if (loc.scheme === "file") {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(loc.path, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) {
+        throw new NotFoundError(uri, { cause: e });
+      }
+      throw new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
+    }
+    try {
+      await file.seek(start, Deno.SeekMode.Start);
+      const out = new Uint8Array(end - start);
+      let filled = 0;
+      while (filled < out.length) {
+        const n = await file.read(out.subarray(filled));
+        if (n === null) break; // end of file: the range is cut there
+        filled += n;
+      }
+      return filled === out.length ? out : out.subarray(0, filled);
+    } catch (e) {
+      throw new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
+    } finally {
+      file.close();
+    }
+  }
+  try {
+    const out = await getS3Client().send(
+      new GetObjectCommand({
+        Bucket: loc.bucket,
+        Key: loc.key,
+        Range: `bytes=${start}-${end - 1}`,
+      }),
+    );
+    if (!out.Body) throw new StorageError(`empty response body for ${uri}`, uri);
+    const bytes = await (out.Body as { transformToByteArray(): Promise<Uint8Array> })
+      .transformToByteArray();
+    // A server that ignores Range sends the whole object: keep only the range asked for.
+    return out.ContentRange || bytes.length <= end - start
+      ? bytes
+      : bytes.subarray(start, Math.min(end, bytes.length));
+  } catch (e) {
+    throw mapS3Error(e, uri);
+  }
+}
+
 /** Reads a whole object into memory. */
 export async function readBytes(uri: string): Promise<Uint8Array> {
   const loc = parseUri(uri);

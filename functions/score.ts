@@ -29,7 +29,7 @@ import {
   PolicySchema,
   ScoreSummaryBuilder,
 } from "../lib/manifest.ts";
-import { readRecords, RecordError, splitLines } from "../lib/records.ts";
+import { ParquetError, readRecords, RecordError, splitLines } from "../lib/records.ts";
 import type { ObjectInfo } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { InferenceError, type InferencePool } from "./inference.ts";
@@ -41,7 +41,7 @@ import type { ScoringStorage } from "./storage.ts";
 export const ScoreRequestSchema = z.object({
   /** The rater: a DataRater ONNX export. */
   model: z.string().min(1),
-  /** One shard: JSON Lines, optionally gzip. */
+  /** One shard: JSON Lines, optionally gzip, or Parquet (told apart by content). */
   input: z.string().min(1),
   /** Where the manifest goes (an object URI, written create-only). */
   output: z.string().min(1),
@@ -297,6 +297,12 @@ export async function scoreShard(
       textField: req.fields.text,
       onInvalid: req.onInvalid,
       onSkip: (e) => skip(e.line, e.message.replace(/^line \d+: /, "")),
+      // Parquet: rows come from ranged reads of the input (only its id and text columns), while
+      // this stream is still read whole, so the hash covers every stored byte and aborts apply.
+      uri: req.input,
+      size: input.size,
+      readRange: storage.readRange?.bind(storage),
+      columns: [],
     });
 
     const summary = new ScoreSummaryBuilder();
@@ -380,6 +386,13 @@ export async function scoreShard(
       await records.return(undefined).catch(() => {});
       if (signal.aborted) throw signal.reason;
       if (e instanceof RecordError) throw recordErrorToApi(e, req.input);
+      if (e instanceof ParquetError) {
+        throw new ApiError(
+          e.kind === "row-group-too-large" ? "payload_too_large" : "invalid_record",
+          `cannot read Parquet input: ${e.message}`,
+          { field: "input", uri: req.input, kind: e.kind },
+        );
+      }
       if (e instanceof InferenceError) {
         throw new ApiError("inference_error", `scoring ${req.input} failed: ${e.message}`, {
           uri: req.input,

@@ -10,6 +10,8 @@ import type { ObjectInfo, WriteOptions } from "../lib/storage.ts";
 export interface ScoringStorage {
   stat(uri: string): Promise<ObjectInfo | null>;
   readObject(uri: string): Promise<ReadableStream<Uint8Array>>;
+  /** Bytes `[start, end)` of an object, for Parquet shards (default: the real storage's). */
+  readRange?(uri: string, start: number, end: number): Promise<Uint8Array>;
   readBytes(uri: string): Promise<Uint8Array>;
   writeObject(
     uri: string,
@@ -22,6 +24,7 @@ export interface ScoringStorage {
 export const defaultStorage: ScoringStorage = {
   stat: storage.stat,
   readObject: storage.readObject,
+  readRange: storage.readRange,
   readBytes: storage.readBytes,
   writeObject: storage.writeObject,
 };

@@ -498,19 +498,20 @@ export async function* keptRecords(
   const shard = options.shard ?? header.input.uri;
   const verify = options.verify ?? true;
   let hashed: ReturnType<typeof hashingStream> | null = null;
-  let raw = await readObject(shard);
+  let source: string | ReadableStream<Uint8Array> = shard;
   if (verify) {
     const info = await stat(shard);
     const etagMatches = info?.etag != null && info.etag === header.input.etag;
     if (!etagMatches) {
-      hashed = hashingStream(raw);
-      raw = hashed.stream;
+      hashed = hashingStream(await readObject(shard));
+      source = hashed.stream;
     }
   }
-  const records = readRecords(raw, {
+  const records = readRecords(source, {
     idField: header.fields.id,
     textField: header.fields.text,
     onInvalid: "skip", // lines the scorer skipped have no entry; the join below skips them too
+    uri: shard, // a Parquet shard is read by ranged reads (the hashed stream is still read whole)
   });
   const mismatch = (why: string) =>
     new ManifestMismatchError(

@@ -9,7 +9,8 @@
  * Policy: `--keep-fraction F` (default 0.5), or `--threshold T`, or `--top-k K --of B [--seed S]`.
  * Other flags: `--concurrency N` (4), `--retries N` (5), `--on-invalid fail|skip`,
  * `--id-field`, `--text-field`, `--token` (or `DATARATER_TOKEN`). Each shard `…/NAME.jsonl[.gz]`
- * gets the manifest `OUTPUT/NAME.manifest.jsonl`. Prints a JSON summary; exits 1 if any shard failed.
+ * or `…/NAME.parquet` gets the manifest `OUTPUT/NAME.manifest.jsonl`. Prints a JSON summary; exits 1
+ * if any shard failed.
  */
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
@@ -17,7 +18,7 @@ import type { Policy } from "../lib/manifest.ts";
 import { list, type ObjectInfo, stat } from "../lib/storage.ts";
 
 /** Object names treated as shards. */
-export const SHARD_PATTERN = /\.(jsonl|ndjson)(\.gz)?$/;
+export const SHARD_PATTERN = /\.(jsonl|ndjson)(\.gz)?$|\.parquet$/;
 
 /** Options of {@link scoreAll}. */
 export interface ScoreAllOptions {

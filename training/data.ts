@@ -52,7 +52,7 @@ export class DataError extends Error {
   }
 }
 
-const SHARD_PATTERN = /\.jsonl(\.gz)?$/;
+const SHARD_PATTERN = /\.jsonl(\.gz)?$|\.parquet$/;
 
 /** The shard URIs of a prefix (sorted), or the URI itself if it names one object. */
 export async function listShards(uri: string): Promise<string[]> {
@@ -67,7 +67,7 @@ export async function listShards(uri: string): Promise<string[]> {
   if (await stat(uri)) return [uri];
   if (others.length > 0) {
     throw new DataError(
-      `no .jsonl or .jsonl.gz shards under ${uri} (found ${others.length} other objects, e.g. ${
+      `no .jsonl, .jsonl.gz or .parquet shards under ${uri} (found ${others.length} other objects, e.g. ${
         others[0]
       }); point the data URI at the folder of record shards`,
     );
@@ -105,6 +105,7 @@ export async function loadDataset(
         idField: opts.idField,
         textField: opts.textField,
         onInvalid: "skip",
+        columns: [], // Parquet: only the id and text columns are needed
         onSkip: (e: RecordError) => {
           stats.lines++;
           stats.skipped[e.kind] = (stats.skipped[e.kind] ?? 0) + 1;

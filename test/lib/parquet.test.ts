@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ParquetError } from "../../lib/parquet.ts";
 import { readRecords, type RecordEntry, RecordError } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
+import { loadDataset } from "../../training/data.ts";
 import { configureS3, NotFoundError, readRange, writeObject } from "../../lib/storage.ts";
 import { type FixtureCodec, parquetBytes, recordsParquet } from "./parquet-fixtures.ts";
 
@@ -314,6 +315,26 @@ describe("readRecords on Parquet shards", () => {
     expect(got.map((r) => [r.line, r.id, r.text])).toEqual(
       records.map((r, i) => [i + 1, r.id, r.text]),
     );
+  });
+});
+
+describe("training data", () => {
+  test("loadDataset lists .parquet shards under a prefix beside JSON Lines ones and loads them", async () => {
+    const dir = `${tmp}/train/`;
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeFile(
+      `${dir}a.parquet`,
+      parquetBytes([
+        { name: "id", data: ["a1", "a2", "a3"], type: "STRING" },
+        { name: "text", data: ["alpha", null, "gamma"], type: "STRING" },
+      ], { rowGroupSize: 2 }),
+    );
+    await Deno.writeTextFile(`${dir}b.jsonl`, '{"id":"b1","text":"beta"}\n');
+    const ds = await loadDataset(dir, { seqLen: 8, name: "train" });
+    expect(ds.stats).toMatchObject({ shards: 2, records: 3, skipped: { "missing-text": 1 } });
+    const text = (i: number) =>
+      new TextDecoder().decode(ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]));
+    expect([0, 1, 2].map(text)).toEqual(["alpha", "gamma", "beta"]);
   });
 });
 

@@ -1,0 +1,198 @@
+/**
+ * Parquet shards through the scoring function end to end (createApp, a local file and s3rver with
+ * the real AWS SDK): manifests match onnxruntime's scores row by row, the header hashes the stored
+ * bytes, invalid rows are skipped and counted with their row numbers, and the manifest reader joins
+ * a Parquet shard's kept records and verifies its bytes.
+ */
+import { createHash } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApp, type ScoringApp } from "../../functions/app.ts";
+import {
+  keptRecords,
+  ManifestMismatchError,
+  readManifest,
+  verifyManifest,
+} from "../../lib/manifest.ts";
+import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
+import { configureS3, list, stat, writeObject } from "../../lib/storage.ts";
+import { parquetBytes, recordsParquet } from "../lib/parquet-fixtures.ts";
+import { faultStorage } from "./fault-storage.ts";
+import { buildTestModel, referenceTexts, scoreDirect, type TestModel } from "./fixtures.ts";
+
+let s3: S3Server;
+let tmp: string;
+let model: TestModel;
+let app: ScoringApp;
+const MODEL = "s3://corpus/models/rater.onnx";
+
+beforeAll(async () => {
+  tmp = await Deno.makeTempDir({ prefix: "score-parquet-" });
+  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus"] });
+  configureS3(s3.settings);
+  model = await buildTestModel({ kind: "mlp", seqLen: 32 });
+  await writeObject(MODEL, model.bytes);
+  app = createApp({ allowedRoots: ["s3://corpus/", `file://${tmp}/`], batchSize: 16 });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await s3?.stop();
+  await Deno.remove(tmp, { recursive: true });
+});
+
+async function score(a: ScoringApp, body: Record<string, unknown>) {
+  const res = await a.request("/v1/score", { method: "POST", body: JSON.stringify(body) });
+  return { status: res.status, body: await res.json() };
+}
+
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+describe("scoring Parquet shards", () => {
+  it("file://: a 3-row-group zstd shard scores like onnxruntime, row numbers as lines; keptRecords joins and verifies it", async () => {
+    const texts = referenceTexts(90, 31);
+    const records = texts.map((text, i) => ({ id: `p${i}`, text, lang: "en" }));
+    const bytes = recordsParquet(records, { codec: "ZSTD", rowGroupSize: 40 });
+    const shard = `file://${tmp}/shards/part-0.parquet`;
+    await writeObject(shard, bytes);
+    const output = `file://${tmp}/manifests/part-0.manifest.jsonl`;
+    const r = await score(app, {
+      model: MODEL,
+      input: shard,
+      output,
+      policy: { kind: "threshold", threshold: 0 },
+    });
+    expect(r.status).toBe(201);
+    const expected = await scoreDirect(model.bytes, texts, model.seqLen);
+    const { header, entries } = await readManifest(output);
+    const got = await Array.fromAsync(entries);
+    expect(got.map((e) => [e.id, e.line])).toEqual(records.map((rec, i) => [rec.id, i + 1]));
+    for (let i = 0; i < got.length; i++) {
+      expect(Math.abs(got[i].score - expected[i])).toBeLessThanOrEqual(1e-6);
+      expect(got[i].keep).toBe(got[i].score >= 0);
+    }
+    const kept = got.filter((e) => e.keep);
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.length).toBeLessThan(records.length);
+    expect(header.counts).toEqual({
+      records: 90,
+      kept: kept.length,
+      dropped: 90 - kept.length,
+      skippedInvalid: 0,
+    });
+    // The header describes the stored bytes, though rows were read by ranged reads.
+    expect(header.input).toMatchObject({ sha256: sha256(bytes), size: bytes.length });
+    expect(r.body.input.sha256).toBe(sha256(bytes));
+
+    const joined = await Array.fromAsync(keptRecords(output));
+    expect(joined.map((k) => [k.line, k.id, k.text, k.score])).toEqual(
+      kept.map((e) => [e.line, e.id, texts[e.line - 1], e.score]),
+    );
+    expect(joined[0].record.lang).toBe("en"); // the reader returns whole rows
+
+    // A copy has another ETag: keptRecords and verifyManifest hash its bytes instead.
+    const copy = `file://${tmp}/shards/copy-0.parquet`;
+    await writeObject(copy, bytes);
+    const viaHash = await Array.fromAsync(keptRecords(output, { shard: copy }));
+    expect(viaHash.map((k) => k.id)).toEqual(kept.map((e) => e.id));
+    expect(await verifyManifest(output, { shard: copy })).toMatchObject({
+      ok: true,
+      method: "sha256",
+    });
+    // Same ids and rows, other bytes: the join completes, then the hash check refuses it.
+    const changed = `file://${tmp}/shards/changed-0.parquet`;
+    await writeObject(changed, recordsParquet(records, { codec: "SNAPPY", rowGroupSize: 40 }));
+    const err = await Array.fromAsync(keptRecords(output, { shard: changed })).catch((e) => e);
+    expect(err).toBeInstanceOf(ManifestMismatchError);
+    expect(err.message).toContain("sha256");
+  });
+
+  it("s3:// (s3rver): custom fields, invalid rows skipped and counted by row number, keptRecords joins across them", async () => {
+    const texts = referenceTexts(50, 77);
+    const ids: (string | null)[] = texts.map((_, i) => `d${i}`);
+    const bodies: (string | null)[] = [...texts];
+    ids[4] = null; // missing id
+    bodies[9] = null; // missing text
+    ids[20] = "d3"; // a duplicate of row 4's id
+    const bytes = parquetBytes([
+      { name: "doc", data: ids, type: "STRING" },
+      { name: "body", data: bodies, type: "STRING" },
+    ], { codec: "GZIP", rowGroupSize: 16 });
+    const shard = "s3://corpus/shards/part-1.parquet";
+    await writeObject(shard, bytes);
+    const output = "s3://corpus/manifests/part-1.manifest.jsonl";
+    const r = await score(app, {
+      model: MODEL,
+      input: shard,
+      output,
+      policy: { kind: "keepFraction", fraction: 0.5 },
+      fields: { id: "doc", text: "body" },
+      onInvalid: "skip",
+    });
+    expect(r.status).toBe(201);
+    expect(r.body.counts.records).toBe(47);
+    expect(r.body.counts.skippedInvalid).toBe(3);
+    const { header, entries } = await readManifest(output);
+    expect(header.invalid).toEqual([
+      { line: 5, error: 'field "doc" must be a string or number' },
+      { line: 10, error: 'field "body" must be a string' },
+      { line: 21, error: 'duplicate id "d3" (first at line 4)' },
+    ]);
+    expect(header.input).toMatchObject({ sha256: sha256(bytes), size: bytes.length });
+    expect(header.input.etag).toBe((await stat(shard))!.etag);
+    const got = await Array.fromAsync(entries);
+    const goodRows = texts.map((_, i) => i).filter((i) => i !== 4 && i !== 9 && i !== 20);
+    expect(got.map((e) => e.line)).toEqual(goodRows.map((i) => i + 1));
+    const expected = await scoreDirect(model.bytes, goodRows.map((i) => texts[i]), model.seqLen);
+    for (let j = 0; j < got.length; j++) {
+      expect(Math.abs(got[j].score - expected[j])).toBeLessThanOrEqual(1e-6);
+    }
+    const kept = got.filter((e) => e.keep);
+    const joined = await Array.fromAsync(keptRecords(output));
+    expect(joined.map((k) => [k.line, k.id, k.text])).toEqual(
+      kept.map((e) => [e.line, e.id, texts[e.line - 1]]),
+    );
+    expect(await verifyManifest(output)).toMatchObject({ ok: true, method: "etag" });
+  });
+
+  it("a read that fails mid-shard leaves no manifest (502)", async () => {
+    const records = referenceTexts(60, 5).map((text, i) => ({ id: `f${i}`, text }));
+    const shard = "s3://corpus/shards/part-2.parquet";
+    await writeObject(shard, recordsParquet(records, { rowGroupSize: 20 }));
+    const storage = faultStorage({
+      failReadAfterBytes: { match: (u) => u === shard, bytes: 300 },
+    });
+    const a = createApp({ allowedRoots: ["s3://corpus/"], storage, batchSize: 16 });
+    try {
+      const output = "s3://corpus/manifests/crash/part-2.manifest.jsonl";
+      const r = await score(a, {
+        model: MODEL,
+        input: shard,
+        output,
+        policy: { kind: "threshold", threshold: 0 },
+      });
+      expect(r.status).toBe(502);
+      expect(r.body.error.code).toBe("storage_error");
+      expect(await stat(output)).toBeNull();
+      expect(await Array.fromAsync(list("s3://corpus/manifests/crash/"))).toEqual([]);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it("a truncated Parquet shard is a 400 invalid_record of kind corrupt", async () => {
+    const bytes = recordsParquet([{ id: "a", text: "x" }, { id: "b", text: "y" }]);
+    const shard = `file://${tmp}/shards/truncated.parquet`;
+    await writeObject(shard, bytes.slice(0, -6));
+    const output = `file://${tmp}/manifests/truncated.manifest.jsonl`;
+    const r = await score(app, {
+      model: MODEL,
+      input: shard,
+      output,
+      policy: { kind: "threshold", threshold: 0 },
+    });
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: "invalid_record", kind: "corrupt", uri: shard });
+    expect(r.body.error.message).toContain("is the file truncated");
+    expect(await stat(output)).toBeNull();
+  });
+});

@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { resetLmCaches } from "./lm.ts";
-import { installGradients } from "./nn.ts";
+import { installFastWasmBatchMatMul, installGradients } from "./nn.ts";
 
 export type BackendName = "wasm" | "webgpu" | "cpu";
 
@@ -65,7 +65,10 @@ export async function useBackend(name: BackendName): Promise<void> {
       `backend ${name} failed to initialise (tf.setBackend returned false); try backend: wasm`,
     );
   }
-  if (name === "wasm") shareIdentityOnWasm();
+  if (name === "wasm") {
+    shareIdentityOnWasm();
+    installFastWasmBatchMatMul();
+  }
   // Cached constants (masks) belong to the previous backend.
   resetLmCaches();
   installGradients();

@@ -233,6 +233,14 @@ function fileEtag(stat: Deno.FileInfo): string {
   return `${stat.size.toString(16)}-${Math.floor(stat.mtime?.getTime() ?? 0).toString(16)}`;
 }
 
+/** A failed local read as a storage error: missing files (or folders) are NotFoundError. */
+function localReadError(uri: string, e: unknown): StorageError {
+  if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) {
+    return new NotFoundError(uri, { cause: e });
+  }
+  return new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
+}
+
 /** Opens an object as a byte stream. Throws {@link NotFoundError} if it is missing. */
 export async function readObject(
   uri: string,
@@ -243,17 +251,7 @@ export async function readObject(
       const file = await Deno.open(loc.path, { read: true });
       return file.readable;
     } catch (e) {
-      if (
-        e instanceof Deno.errors.NotFound ||
-        e instanceof Deno.errors.IsADirectory
-      ) {
-        throw new NotFoundError(uri, { cause: e });
-      }
-      throw new StorageError(
-        `cannot read ${uri}: ${(e as Error).message}`,
-        uri,
-        { cause: e },
-      );
+      throw localReadError(uri, e);
     }
   }
   try {
@@ -291,10 +289,7 @@ export async function readRange(uri: string, start: number, end: number): Promis
     try {
       file = await Deno.open(loc.path, { read: true });
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) {
-        throw new NotFoundError(uri, { cause: e });
-      }
-      throw new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
+      throw localReadError(uri, e);
     }
     try {
       await file.seek(start, Deno.SeekMode.Start);
@@ -339,17 +334,7 @@ export async function readBytes(uri: string): Promise<Uint8Array> {
     try {
       return await Deno.readFile(loc.path);
     } catch (e) {
-      if (
-        e instanceof Deno.errors.NotFound ||
-        e instanceof Deno.errors.IsADirectory
-      ) {
-        throw new NotFoundError(uri, { cause: e });
-      }
-      throw new StorageError(
-        `cannot read ${uri}: ${(e as Error).message}`,
-        uri,
-        { cause: e },
-      );
+      throw localReadError(uri, e);
     }
   }
   return new Uint8Array(

@@ -9,19 +9,17 @@
  *
  *   deno run -A scripts/bench/score-endpoint.ts [--records 20000] [--batch 256]
  *
- * Prints `{"bench":"score-endpoint","recordsPerSec":…}` and
+ * Prints `{"bench":"score-endpoint","recordsPerSec":…,"ratioToRaw":…}` (raw onnxruntime measured
+ * in the same run) and
  * `{"bench":"healthz-under-load","p50Ms":…,"p99Ms":…}`.
  */
 import { parseArgs } from "node:util";
 import { createApp } from "../../functions/app.ts";
-import { quantileCalibration } from "../../lib/calibration.ts";
-import { RaterConfigSchema, TrainConfigSchema } from "../../lib/config.ts";
 import { encodeJsonl } from "../../lib/records.ts";
 import { startS3Server } from "../../lib/s3-server.ts";
 import { configureS3, writeObject } from "../../lib/storage.ts";
-import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
-import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
+import { benchModel, benchTexts, rawRecordsPerSec } from "./lib/rater-fixture.ts";
 
 const { values } = parseArgs({
   options: {
@@ -35,27 +33,10 @@ if (!(Number.isInteger(records) && records > 0 && Number.isInteger(batchSize) &&
   throw new Error("usage: score-endpoint.ts [--records N>0] [--batch N>0]");
 }
 
-const rater = RaterConfigSchema.parse({});
-const seqLen = TrainConfigSchema.shape.seqLen.parse(undefined);
+const { rater, seqLen, model } = benchModel();
 const rng = new Rng(1);
-const model = exportRaterOnnx({
-  params: initRaterArrays(rater, seqLen, rng),
-  rater,
-  seqLen,
-  calibration: quantileCalibration(Array.from({ length: 101 }, (_, i) => (i - 50) / 50)),
-  configDigest: sha256Hex("bench"),
-});
-
-// The record mix of score-raw.ts: mixed lengths, about half longer than seqLen, some multi-byte.
-const words = ["the", "data", "rater", "scores", "records", "of", "a", "corpus", "€", "日本"];
 const shard = (prefix: string) =>
-  encodeJsonl(Array.from({ length: records }, (_, i) => {
-    const n = rng.int(2 * seqLen / 4) + 1;
-    return {
-      id: `${prefix}-${i}`,
-      text: Array.from({ length: n }, () => words[rng.int(words.length)]).join(" "),
-    };
-  }));
+  encodeJsonl(benchTexts(rng, records, seqLen).map((text, i) => ({ id: `${prefix}-${i}`, text })));
 
 const tmp = await Deno.makeTempDir({ prefix: "bench-score-endpoint-" });
 const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["bench"] });
@@ -97,9 +78,13 @@ try {
   const result = await score("s3://bench/a.jsonl", "s3://bench/out/a.manifest.jsonl");
   const seconds = (performance.now() - start) / 1000;
   if (result.counts.records !== records) throw new Error("not every record was scored");
+  // The reference, measured in this run on the same model, batch and record mix.
+  const raw = await rawRecordsPerSec(model, seqLen, batchSize, 5);
   console.log(JSON.stringify({
     bench: "score-endpoint",
     recordsPerSec: Math.round(records / seconds),
+    rawRecordsPerSec: Math.round(raw),
+    ratioToRaw: Math.round((records / seconds / raw) * 1000) / 1000,
     records,
     seconds: Math.round(seconds * 1000) / 1000,
     batch: batchSize,

@@ -4,7 +4,13 @@
  *
  * - `meta-step-reference`: issue 3's reference step — batch 32, 64 bytes, inner LM d=64 with 1
  *   layer and 4 heads, MLP rater (embedding 32, 64 hidden), 2 plain-SGD inner updates, 1 inner
- *   model, WASM. (PyTorch on these CPUs: about 1.2 s.)
+ *   model, WASM. The same step written plainly in PyTorch
+ *   (`reference/meta_step_torch.py`) is measured in the same run on the same number of threads
+ *   (one: tfjs-wasm is single-threaded), giving `pytorchMsPerStep` and `speedupVsPytorch`
+ *   (PyTorch ms / ours). Where `/usr/bin/python3` (or `$BENCH_TORCH_PYTHON`) cannot import torch
+ *   (`apt-get install
+ *   python3-torch`), `pytorchMsPerStep` is null and `pytorchNote` says so; the issue's nominal
+ *   figure for PyTorch on these CPUs is about 1.2 s.
  * - `meta-step-default`: the default config (transformer rater, 8 inner models, Adam), one thread.
  * - `meta-step-default-2-workers`: the same with the population over 2 Web Workers.
  *
@@ -18,6 +24,7 @@ import { parseTrainConfig, type TrainConfigInput } from "../../lib/config.ts";
 import { datasetFromTexts } from "../../training/data.ts";
 import { train } from "../../training/trainer.ts";
 import { Rng } from "../../training/rng.ts";
+import { fileURLToPath } from "node:url";
 
 const quick = Deno.args.includes("--quick");
 
@@ -42,12 +49,13 @@ function texts(n: number, seed: number): string[] {
   });
 }
 
+/** Runs `warmup + measured` real trainer steps and returns the figure's JSON fields. */
 async function bench(
   name: string,
   input: Omit<TrainConfigInput, "data" | "output">,
   warmup: number,
   measured: number,
-) {
+): Promise<{ bench: string; msPerStep: number; steps: number; peakRssMiB: number }> {
   const output = await Deno.makeTempDir({ prefix: "bench-meta-step-" });
   const config = parseTrainConfig({
     ...input,
@@ -68,15 +76,72 @@ async function bench(
   const times = result.metrics.slice(warmup).map((m) => m.msPerStep).sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)];
   await Deno.remove(output, { recursive: true });
-  console.log(JSON.stringify({
-    bench: name,
-    msPerStep: Math.round(median),
-    steps: measured,
-    peakRssMiB: peakRssMiB(),
-  }));
+  return { bench: name, msPerStep: Math.round(median), steps: measured, peakRssMiB: peakRssMiB() };
 }
 
-await bench(
+/** The Python whose torch measures the reference (Debian's `python3-torch` installs it here). */
+const TORCH_PYTHON = Deno.env.get("BENCH_TORCH_PYTHON") ?? "/usr/bin/python3";
+/** tfjs-wasm runs on one thread, so the PyTorch reference gets one too. */
+const REFERENCE_THREADS = 1;
+
+async function runPython(args: string[]): Promise<Deno.CommandOutput | null> {
+  try {
+    return await new Deno.Command(TORCH_PYTHON, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+      // Keep BLAS/OpenMP pools at the thread count asked for, whatever torch's defaults are.
+      env: {
+        OMP_NUM_THREADS: String(REFERENCE_THREADS),
+        MKL_NUM_THREADS: String(REFERENCE_THREADS),
+      },
+    }).output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
+ * The PyTorch reference step's ms per step, measured now; null (with the reason) where torch is
+ * not importable, so machines without it (CI) still get our own figures.
+ */
+async function pytorchReference(
+  measured: number,
+): Promise<{ msPerStep: number; torch: string } | { msPerStep: null; note: string }> {
+  const probe = await runPython(["-c", "import torch"]);
+  if (!probe?.success) {
+    return {
+      msPerStep: null,
+      note: `torch is not importable by ${TORCH_PYTHON} (apt-get install python3-torch); ` +
+        "issue 3's nominal figure for the PyTorch reference step on these CPUs is about 1.2 s",
+    };
+  }
+  const script = fileURLToPath(new URL("./reference/meta_step_torch.py", import.meta.url));
+  const out = await runPython([
+    script,
+    "--threads",
+    String(REFERENCE_THREADS),
+    "--steps",
+    String(measured),
+  ]);
+  const stderr = new TextDecoder().decode(out!.stderr).trim();
+  if (!out!.success) {
+    throw new Error(`PyTorch reference ${script} failed (exit ${out!.code}): ${stderr}`);
+  }
+  const line = new TextDecoder().decode(out!.stdout).trim().split("\n").at(-1) ?? "";
+  const result = JSON.parse(line) as { msPerStep: number; threads: number; torch: string };
+  if (result.threads !== REFERENCE_THREADS) {
+    throw new Error(
+      `PyTorch reference ran on ${result.threads} threads, not ${REFERENCE_THREADS}: ` +
+        "the comparison would not be like for like",
+    );
+  }
+  return { msPerStep: result.msPerStep, torch: result.torch };
+}
+
+const referenceSteps = quick ? 3 : 8;
+const reference = await bench(
   "meta-step-reference",
   {
     seqLen: 64,
@@ -86,8 +151,24 @@ await bench(
     backend: "wasm",
   },
   2,
-  quick ? 3 : 8,
+  referenceSteps,
 );
+const pytorch = await pytorchReference(referenceSteps);
+console.log(JSON.stringify({
+  ...reference,
+  threads: REFERENCE_THREADS,
+  pytorchMsPerStep: pytorch.msPerStep,
+  ...(pytorch.msPerStep === null ? { pytorchNote: pytorch.note } : {
+    pytorchTorch: pytorch.torch,
+    speedupVsPytorch: Math.round((pytorch.msPerStep / reference.msPerStep) * 100) / 100,
+  }),
+}));
 
-await bench("meta-step-default", { backend: "wasm" }, 1, quick ? 1 : 3);
-await bench("meta-step-default-2-workers", { backend: "wasm", workers: 2 }, 1, quick ? 1 : 3);
+console.log(
+  JSON.stringify(await bench("meta-step-default", { backend: "wasm" }, 1, quick ? 1 : 3)),
+);
+console.log(
+  JSON.stringify(
+    await bench("meta-step-default-2-workers", { backend: "wasm", workers: 2 }, 1, quick ? 1 : 3),
+  ),
+);

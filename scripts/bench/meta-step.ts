@@ -4,11 +4,10 @@
  *
  * - `meta-step-reference`: issue 3's reference step — batch 32, 64 bytes, inner LM d=64 with 1
  *   layer and 4 heads, MLP rater (embedding 32, 64 hidden), 2 plain-SGD inner updates, 1 inner
- *   model, WASM. The same step written plainly in PyTorch
- *   (`reference/meta_step_torch.py`) is measured in the same run on the same number of threads
- *   (one: tfjs-wasm is single-threaded), giving `pytorchMsPerStep` and `speedupVsPytorch`
- *   (PyTorch ms / ours). Where `/usr/bin/python3` (or `$BENCH_TORCH_PYTHON`) cannot import torch
- *   (`apt-get install
+ *   model, WASM. The same step written plainly in PyTorch (`reference/meta_step_torch.py`) is
+ *   measured in the same run on the same number of threads (one: tfjs-wasm is single-threaded),
+ *   giving `pytorchMsPerStep` and `speedupVsPytorch` (PyTorch ms / ours). Where
+ *   `/usr/bin/python3` (or `$BENCH_TORCH_PYTHON`) cannot import torch (`apt-get install
  *   python3-torch`), `pytorchMsPerStep` is null and `pytorchNote` says so; the issue's nominal
  *   figure for PyTorch on these CPUs is about 1.2 s.
  * - `meta-step-default`: the default config (transformer rater, 8 inner models, Adam), one thread.

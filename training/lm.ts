@@ -12,7 +12,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { BYTE_VOCAB, type ByteBatch, LM_INPUT_VOCAB, lmInputs } from "../lib/bytes.ts";
 import {
-  blockShapes,
   initArrays,
   layerNorm,
   linear,
@@ -21,6 +20,7 @@ import {
   type ParamArrays,
   type Params,
   transformerBlock,
+  transformerShapes,
 } from "./nn.ts";
 import type { Rng } from "./rng.ts";
 
@@ -37,21 +37,7 @@ export function lmShapes(
   cfg: LmSizes,
   seqLen: number,
 ): Record<string, number[]> {
-  const d = cfg.dModel;
-  let shapes: Record<string, number[]> = {
-    embed: [LM_INPUT_VOCAB, d],
-    pos: [seqLen, d],
-  };
-  for (let i = 0; i < cfg.layers; i++) {
-    shapes = { ...shapes, ...blockShapes(i, d, cfg.ffn) };
-  }
-  return {
-    ...shapes,
-    "lnf.g": [d],
-    "lnf.b": [d],
-    "head.w": [d, BYTE_VOCAB],
-    "head.b": [BYTE_VOCAB],
-  };
+  return transformerShapes(LM_INPUT_VOCAB, seqLen, cfg, BYTE_VOCAB);
 }
 
 /** Freshly initialised LM parameters. */

@@ -434,6 +434,23 @@ export function transformerBlock(
   return tf.add(h, m);
 }
 
+/**
+ * Shapes of a transformer over a token vocabulary: embedding, learned positions, `layers` blocks,
+ * final LayerNorm and a linear head of width `out` (the learner's next-byte logits, the rater's
+ * score). The learner and the rater differ only in vocabulary, head width and masking.
+ */
+export function transformerShapes(
+  vocab: number,
+  seqLen: number,
+  cfg: { dModel: number; layers: number; ffn: number },
+  out: number,
+): Record<string, number[]> {
+  const d = cfg.dModel;
+  let shapes: Record<string, number[]> = { embed: [vocab, d], pos: [seqLen, d] };
+  for (let i = 0; i < cfg.layers; i++) shapes = { ...shapes, ...blockShapes(i, d, cfg.ffn) };
+  return { ...shapes, "lnf.g": [d], "lnf.b": [d], "head.w": [d, out], "head.b": [out] };
+}
+
 /** Shapes of one transformer block's parameters. */
 export function blockShapes(
   layer: number,

@@ -16,7 +16,6 @@ import * as tf from "@tensorflow/tfjs";
 import type { RaterConfig } from "../lib/config.ts";
 import { BYTE_VOCAB, type ByteBatch } from "../lib/bytes.ts";
 import {
-  blockShapes,
   gelu,
   initArrays,
   layerNorm,
@@ -25,6 +24,7 @@ import {
   type ParamArrays,
   type Params,
   transformerBlock,
+  transformerShapes,
 } from "./nn.ts";
 import type { Rng } from "./rng.ts";
 
@@ -43,20 +43,7 @@ export function raterShapes(
       "mlp.b2": [1],
     };
   }
-  let shapes: Record<string, number[]> = {
-    embed: [BYTE_VOCAB, d],
-    pos: [seqLen, d],
-  };
-  for (let i = 0; i < cfg.layers; i++) {
-    shapes = { ...shapes, ...blockShapes(i, d, cfg.ffn) };
-  }
-  return {
-    ...shapes,
-    "lnf.g": [d],
-    "lnf.b": [d],
-    "head.w": [d, 1],
-    "head.b": [1],
-  };
+  return transformerShapes(BYTE_VOCAB, seqLen, cfg, 1);
 }
 
 /** Freshly initialised rater parameters. */

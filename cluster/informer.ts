@@ -21,6 +21,7 @@
  */
 import { type KubeConfig, Watch } from "@kubernetes/client-node";
 import { messageOf, statusCodeOf } from "./client.ts";
+import { WakeableSleep } from "./sleep.ts";
 
 /** What the informer needs of an object: its identity and version. */
 export interface ObjectWithMeta {
@@ -59,7 +60,7 @@ export class Informer<T extends ObjectWithMeta> {
   private stopped = true;
   private abort: AbortController | undefined;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly sleeper = new WakeableSleep();
   private endWatch: (() => void) | undefined;
   private markSynced!: () => void;
   /** Resolves once the first list has filled the cache. */
@@ -102,7 +103,7 @@ export class Informer<T extends ObjectWithMeta> {
     this.abort?.abort();
     // Do not wait for the aborted stream to report its end: not every runtime reports it.
     this.endWatch?.();
-    this.wake?.();
+    this.sleeper.wake();
     await this.loop;
   }
 
@@ -140,14 +141,7 @@ export class Informer<T extends ObjectWithMeta> {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
+    return this.sleeper.sleep(ms);
   }
 
   private async relist(): Promise<void> {

@@ -18,6 +18,7 @@
  */
 import { CoordinationV1Api, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
 import { messageOf, statusCodeOf } from "./client.ts";
+import { WakeableSleep } from "./sleep.ts";
 
 export interface LeaderElectionOptions {
   kubeConfig: KubeConfig;
@@ -56,7 +57,7 @@ export class LeaderElector {
   private stopped = true;
   private leading = false;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly sleeper = new WakeableSleep();
   private release = true;
 
   constructor(private readonly options: LeaderElectionOptions) {
@@ -89,19 +90,12 @@ export class LeaderElector {
   async stop(options: { release?: boolean } = {}): Promise<void> {
     this.release = options.release ?? true;
     this.stopped = true;
-    this.wake?.();
+    this.sleeper.wake();
     await this.loop;
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
+    return this.sleeper.sleep(ms);
   }
 
   private async run(): Promise<void> {

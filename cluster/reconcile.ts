@@ -211,6 +211,16 @@ function iso(t: Date | string | undefined): string | undefined {
   return typeof t === "string" ? t : t.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
+/** Running and Suspended, both false, once the Job has finished (either way). */
+function jobFinishedConditions(
+  message: string,
+): Omit<Condition, "lastTransitionTime" | "observedGeneration">[] {
+  return [
+    { type: "Running", status: "False", reason: "JobFinished", message },
+    { type: "Suspended", status: "False", reason: "JobFinished", message },
+  ];
+}
+
 /** What the Job, its pods and the trainer's reports say about the run. */
 async function observe(
   ctx: ReconcileContext,
@@ -254,8 +264,7 @@ async function observe(
         phase: "Failed",
         conditions: [
           accepted,
-          { type: "Running", status: "False", reason: "JobFinished", message: "Job completed" },
-          { type: "Suspended", status: "False", reason: "JobFinished", message: "Job completed" },
+          ...jobFinishedConditions("Job completed"),
           { type: "Succeeded", status: "False", reason: "ArtifactsMissing", message },
           { type: "Failed", status: "True", reason: "ArtifactsMissing", message },
         ],
@@ -270,8 +279,7 @@ async function observe(
       phase: "Succeeded",
       conditions: [
         accepted,
-        { type: "Running", status: "False", reason: "JobFinished", message: "Job completed" },
-        { type: "Suspended", status: "False", reason: "JobFinished", message: "Job completed" },
+        ...jobFinishedConditions("Job completed"),
         { type: "Succeeded", status: "True", reason: "Exported", message },
         { type: "Failed", status: "False", reason: "Exported", message: "" },
       ],
@@ -291,8 +299,7 @@ async function observe(
       phase: "Failed",
       conditions: [
         accepted,
-        { type: "Running", status: "False", reason: "JobFinished", message: "Job failed" },
-        { type: "Suspended", status: "False", reason: "JobFinished", message: "Job failed" },
+        ...jobFinishedConditions("Job failed"),
         { type: "Succeeded", status: "False", reason, message: "Job failed" },
         { type: "Failed", status: "True", reason, message },
       ],

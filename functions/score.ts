@@ -8,7 +8,7 @@
  * entries go to a temporary file, not to memory.
  */
 import { z } from "zod";
-import { encodeBatch } from "../lib/bytes.ts";
+import { encodeBatch, headBytes } from "../lib/bytes.ts";
 import {
   acceptProbability,
   deterministicUniform,
@@ -106,20 +106,6 @@ export function makeDecider(policy: Policy, calibration: ScoreCalibration): Deci
       };
     }
   }
-}
-
-const utf8 = new TextEncoder();
-
-/**
- * The first `seqLen` bytes of a text's UTF-8 encoding, without encoding the rest (records can be
- * far longer than the model looks). `encodeInto` stops at a whole character, so it is given up to
- * 3 spare bytes: the result is exactly `encode(text).subarray(0, seqLen)`, as the tokenizer cuts.
- */
-export function headBytes(text: string, seqLen: number): Uint8Array {
-  if (text.length * 3 <= seqLen) return utf8.encode(text); // surely short: no cut needed
-  const buf = new Uint8Array(seqLen + 3);
-  const { written } = utf8.encodeInto(text, buf);
-  return buf.subarray(0, Math.min(written, seqLen));
 }
 
 /** Reads an existing manifest's header, or null if there is none. */

@@ -38,6 +38,18 @@ export function recordBytes(
   return bytes.length > seqLen ? bytes.subarray(0, seqLen) : bytes;
 }
 
+/**
+ * The first `seqLen` bytes of a text's UTF-8 encoding, without encoding the rest (records can be
+ * far longer than the model looks). `encodeInto` stops at a whole character, so it is given up to
+ * 3 spare bytes: the result is exactly `encode(text).subarray(0, seqLen)`, as the tokenizer cuts.
+ */
+export function headBytes(text: string, seqLen: number): Uint8Array {
+  if (text.length * 3 <= seqLen) return encoder.encode(text); // surely short: no cut needed
+  const buf = new Uint8Array(seqLen + 3);
+  const { written } = encoder.encodeInto(text, buf);
+  return buf.subarray(0, Math.min(written, seqLen));
+}
+
 /** Encodes records into a padded, masked batch. */
 export function encodeBatch(
   texts: readonly (string | Uint8Array)[],

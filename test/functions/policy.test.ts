@@ -1,6 +1,7 @@
 /** The pure parts of scoring: tokenising a record's head, and the keep/drop rule of each policy. */
 import { describe, expect, it } from "vitest";
-import { headBytes, makeDecider } from "../../functions/score.ts";
+import { headBytes } from "../../lib/bytes.ts";
+import { makeDecider } from "../../functions/score.ts";
 import { quantileCalibration } from "../../lib/calibration.ts";
 import { Rng } from "../../training/rng.ts";
 

@@ -25,6 +25,15 @@ export const DataConfigSchema = z.object({
   heldout: StorageUriSchema,
   idField: z.string().min(1).default("id"),
   textField: z.string().min(1).default("text"),
+  /**
+   * What the learners train and are evaluated on: `random`, a `seqLen`-byte window of the record
+   * at a uniform offset (how a language model reads a corpus: every byte of a record counts, as
+   * with packing and as the downstream trainer does); `head`, its first `seqLen` bytes. The rater
+   * always sees the record's head, as it does when scoring.
+   */
+  window: z.enum(["head", "random"]).default("head"),
+  /** With `window: random`, bytes of each record kept in memory (a longer record is cut). */
+  maxRecordBytes: z.number().int().min(1).max(1 << 24).default(16384),
 });
 
 export const RaterConfigSchema = z.object({

@@ -1,8 +1,13 @@
 /**
  * Training data for meta-training: the `train` records the rater learns to rate and the `heldout`
- * records of the outer objective, loaded once into compact byte arrays (each record keeps only its
- * first `seqLen` UTF-8 bytes, all the models ever see), and batches drawn from them with the run's
- * seeded generator, so a resumed run draws exactly the batches the uninterrupted run would have.
+ * records of the outer objective, loaded once into compact byte arrays, and batches drawn from them
+ * with the run's seeded generator, so a resumed run draws exactly the batches the uninterrupted run
+ * would have.
+ *
+ * A drawn record gives two views: the rater sees its head (the first `seqLen` bytes, as when it
+ * scores), the learners see a `seqLen`-byte window at a uniform offset (`window: "random"`, how a
+ * language model reads a corpus) or the head too (`window: "head"`). With random windows a record
+ * keeps up to `maxBytes` bytes in memory; with heads only the head is kept.
  *
  * Records whose text is empty are skipped and counted (they carry nothing to rate); lines that are
  * not records (bad JSON, no id or text field) are skipped and counted; text that was not valid UTF-8
@@ -12,10 +17,10 @@
  * @example
  * ```ts
  * const train = await loadDataset("s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
- * const batch = sampleBatch(train, 32, rng); // ByteBatch
+ * const { lm, rater } = sampleBatch(train, 32, rng, 64, "random"); // ByteBatch each
  * ```
  */
-import { type ByteBatch, encodeBatch } from "../lib/bytes.ts";
+import { type ByteBatch, encodeBatch, headBytes } from "../lib/bytes.ts";
 import { readRecords, type RecordError } from "../lib/records.ts";
 import { list, stat, StorageError } from "../lib/storage.ts";
 import type { Rng } from "./rng.ts";
@@ -83,6 +88,8 @@ export async function loadDataset(
     name: string;
     idField?: string;
     textField?: string;
+    /** Bytes kept of each record (default `seqLen`: the head only). */
+    maxBytes?: number;
   },
 ): Promise<Dataset> {
   const stats: DatasetStats = {
@@ -93,6 +100,7 @@ export async function loadDataset(
     emptyText: 0,
     invalidUtf8: 0,
   };
+  const keep = Math.max(opts.seqLen, opts.maxBytes ?? opts.seqLen);
   let bytes = new Uint8Array(1 << 16);
   let used = 0;
   const offsets: number[] = [0];
@@ -118,7 +126,7 @@ export async function loadDataset(
           continue;
         }
         if (r.invalidUtf8) stats.invalidUtf8++;
-        const head = headBytes(r.text, opts.seqLen);
+        const head = headBytes(r.text, keep);
         if (used + head.length > bytes.length) {
           const grown = new Uint8Array(Math.max(bytes.length * 2, used + head.length));
           grown.set(bytes.subarray(0, used));
@@ -156,20 +164,6 @@ export async function loadDataset(
   };
 }
 
-const encoder = new TextEncoder();
-
-/**
- * The first `seqLen` UTF-8 bytes of a text, exactly as `encodeBatch` would truncate the whole
- * text, without encoding all of it: a UTF-16 unit is at least one byte, so `seqLen` units suffice,
- * plus the low half of a surrogate pair cut at the boundary.
- */
-export function headBytes(text: string, seqLen: number): Uint8Array {
-  let end = Math.min(text.length, seqLen);
-  const last = text.charCodeAt(end - 1);
-  if (end < text.length && last >= 0xd800 && last <= 0xdbff) end++;
-  return encoder.encode(text.slice(0, end)).subarray(0, seqLen);
-}
-
 /** One line summary of what was read and skipped. */
 export function describeStats(s: DatasetStats): string {
   const skipped = Object.entries(s.skipped).map(([k, n]) => `${n} ${k}`);
@@ -184,28 +178,43 @@ export function recordAt(ds: Dataset, i: number): Uint8Array {
   return ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]);
 }
 
+/** How the learners read a drawn record (see the module comment). */
+export type LearnerWindow = "random" | "head";
+
 /**
  * A batch of `size` records drawn uniformly with replacement (so datasets smaller than a batch
- * still work), deterministic given the generator's state.
+ * still work), deterministic given the generator's state: `lm` is what the learners read (a
+ * window per `window`), `rater` each record's head. With `head` windows the two are one batch.
  */
 export function sampleBatch(
   ds: Dataset,
   size: number,
   rng: Rng,
   seqLen: number,
-): ByteBatch {
-  const picked: Uint8Array[] = [];
-  for (let i = 0; i < size; i++) picked.push(recordAt(ds, rng.int(ds.count)));
-  return encodeBatch(picked, seqLen);
+  window: LearnerWindow,
+): { lm: ByteBatch; rater: ByteBatch } {
+  const heads: Uint8Array[] = [];
+  const windows: Uint8Array[] = [];
+  for (let i = 0; i < size; i++) {
+    const bytes = recordAt(ds, rng.int(ds.count));
+    heads.push(bytes.subarray(0, seqLen));
+    if (window === "random") {
+      const offset = bytes.length > seqLen ? rng.int(bytes.length - seqLen + 1) : 0;
+      windows.push(bytes.subarray(offset, offset + seqLen));
+    }
+  }
+  const rater = encodeBatch(heads, seqLen);
+  return { rater, lm: window === "random" ? encodeBatch(windows, seqLen) : rater };
 }
 
-/** Records in memory from texts (tests and the toy task). */
+/** Records in memory from texts (tests and the toy task), each cut to `maxBytes` (default `seqLen`). */
 export function datasetFromTexts(
   name: string,
   texts: readonly string[],
   seqLen: number,
+  maxBytes = seqLen,
 ): Dataset {
-  const heads = texts.filter((t) => t.length > 0).map((t) => headBytes(t, seqLen));
+  const heads = texts.filter((t) => t.length > 0).map((t) => headBytes(t, maxBytes));
   const offsets = new Uint32Array(heads.length + 1);
   heads.forEach((h, i) => (offsets[i + 1] = offsets[i] + h.length));
   const bytes = new Uint8Array(offsets[heads.length]);

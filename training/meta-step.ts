@@ -55,7 +55,10 @@ export interface LearnerState {
 
 /** One meta-step's data for one inner model: K inner batches and a held-out batch. */
 export interface MetaBatches {
+  /** What the learner trains on at each of the K updates. */
   inner: ByteBatch[];
+  /** What the rater sees of those records (their heads), when it differs from `inner`. */
+  raterInner?: ByteBatch[];
   outer: ByteBatch;
 }
 
@@ -77,6 +80,22 @@ interface InnerStepResult {
   opt: OptState;
   meanLoss: tf.Scalar;
   scores: tf.Tensor1D;
+}
+
+/** Inner batches as constants: the learner's view and the rater's view of each. */
+function prepareInner(
+  batches: MetaBatches,
+  settings: MetaStepSettings,
+): { lm: LmBatchConstants; rater: RaterBatchConstants }[] {
+  if (batches.raterInner && batches.raterInner.length !== batches.inner.length) {
+    throw new Error(
+      `raterInner has ${batches.raterInner.length} batches for ${batches.inner.length} inner batches`,
+    );
+  }
+  return batches.inner.map((b, k) => ({
+    lm: prepareLmBatch(b),
+    rater: prepareRaterBatch(settings.rater, batches.raterInner?.[k] ?? b),
+  }));
 }
 
 /**
@@ -123,10 +142,7 @@ export async function metaGradient(
 ): Promise<MetaGradientResult> {
   const optimizer = innerOptimizer(settings.inner);
   // Constants (one-hots, masks) are built once, outside the tape.
-  const inner = batches.inner.map((b) => ({
-    lm: prepareLmBatch(b),
-    rater: prepareRaterBatch(settings.rater, b),
-  }));
+  const inner = prepareInner(batches, settings);
   const outer = prepareLmBatch(batches.outer);
   const etaNames = Object.keys(eta);
 
@@ -201,10 +217,7 @@ export async function heldOutMetaLoss(
   settings: MetaStepSettings,
 ): Promise<number> {
   const optimizer = innerOptimizer(settings.inner);
-  const inner = batches.inner.map((b) => ({
-    lm: prepareLmBatch(b),
-    rater: prepareRaterBatch(settings.rater, b),
-  }));
+  const inner = prepareInner(batches, settings);
   const outer = prepareLmBatch(batches.outer);
   try {
     const perRecord = tf.tidy(() => {

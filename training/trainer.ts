@@ -311,6 +311,7 @@ async function loadDatasets(
     seqLen: config.seqLen,
     idField: config.data.idField,
     textField: config.data.textField,
+    maxBytes: config.data.window === "random" ? config.data.maxRecordBytes : config.seqLen,
   };
   const [train, heldout] = await Promise.all([
     loadDataset(config.data.train, { ...opts, name: "train" }),
@@ -354,13 +355,18 @@ function drawBatches(
   heldout: Dataset,
   rng: Rng,
 ): MetaBatches[] {
+  const { seqLen, data: { window } } = config;
   const out: MetaBatches[] = [];
   for (let i = 0; i < config.meta.population; i++) {
     const inner = [];
+    const raterInner = [];
     for (let k = 0; k < config.meta.unroll; k++) {
-      inner.push(sampleBatch(train, config.meta.innerBatch, rng, config.seqLen));
+      const b = sampleBatch(train, config.meta.innerBatch, rng, seqLen, window);
+      inner.push(b.lm);
+      raterInner.push(b.rater);
     }
-    out.push({ inner, outer: sampleBatch(heldout, config.meta.outerBatch, rng, config.seqLen) });
+    const outer = sampleBatch(heldout, config.meta.outerBatch, rng, seqLen, window).lm;
+    out.push(window === "random" ? { inner, raterInner, outer } : { inner, outer });
   }
   return out;
 }

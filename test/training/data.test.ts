@@ -1,0 +1,116 @@
+/**
+ * What the models see of a drawn record: the rater its head, the learners a window at a uniform
+ * offset (random windows) or the head too; and the meta-step rates the rater's view while the
+ * learner trains on its own.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { beforeAll, describe, expect, it } from "vitest";
+import { encodeBatch } from "../../lib/bytes.ts";
+import { InnerConfigSchema, RaterConfigSchema, TrainConfigSchema } from "../../lib/config.ts";
+import { useBackend } from "../../training/backend.ts";
+import { datasetFromTexts, sampleBatch } from "../../training/data.ts";
+import { initLmArrays } from "../../training/lm.ts";
+import { type MetaBatches, metaGradient } from "../../training/meta-step.ts";
+import { disposeParams, toTensors } from "../../training/nn.ts";
+import { innerOptimizer } from "../../training/optim.ts";
+import { initRaterArrays, raterScores } from "../../training/rater.ts";
+import { Rng } from "../../training/rng.ts";
+
+const seqLen = 8;
+const dec = new TextDecoder();
+const rows = (b: { tokens: Int32Array; lengths: Int32Array }) =>
+  Array.from(
+    { length: b.lengths.length },
+    (_, i) => dec.decode(Uint8Array.from(b.tokens.subarray(i * seqLen, i * seqLen + b.lengths[i]))),
+  );
+
+beforeAll(async () => {
+  await useBackend("cpu");
+});
+
+describe("sampleBatch", () => {
+  const long = "0123456789abcdefghijklmnopqrstuvwxyz"; // 36 bytes
+  const texts = [long, "short"];
+
+  it("gives the rater each record's head and the learner a window anywhere in the record", () => {
+    const ds = datasetFromTexts("t", texts, seqLen, 1024);
+    const rng = new Rng(1);
+    const offsets = new Set<number>();
+    for (let draw = 0; draw < 200; draw++) {
+      const { lm, rater } = sampleBatch(ds, 4, rng, seqLen, "random");
+      const heads = rows(rater);
+      const windows = rows(lm);
+      for (let i = 0; i < 4; i++) {
+        const source = heads[i] === "short" ? "short" : long;
+        expect(heads[i]).toBe(source.slice(0, seqLen));
+        // The window is a seqLen-byte piece of the same record (the whole record when shorter).
+        expect(windows[i].length).toBe(Math.min(seqLen, source.length));
+        const at = source.indexOf(windows[i]);
+        expect(at).toBeGreaterThanOrEqual(0);
+        if (source === long) offsets.add(at);
+      }
+    }
+    // Every offset 0 … 36 − 8 is drawn: the tail of a long record is trained on too.
+    expect([...offsets].sort((a, b) => a - b)).toEqual(
+      Array.from({ length: long.length - seqLen + 1 }, (_, i) => i),
+    );
+  });
+
+  it("with head windows the learner sees exactly what the rater sees", () => {
+    const ds = datasetFromTexts("t", texts, seqLen, 1024);
+    const { lm, rater } = sampleBatch(ds, 6, new Rng(2), seqLen, "head");
+    expect(lm).toBe(rater);
+    expect(rows(lm).every((r) => r === long.slice(0, seqLen) || r === "short")).toBe(true);
+  });
+
+  it("is a function of the generator's state (a resumed run draws the same batches)", () => {
+    const ds = datasetFromTexts("t", texts, seqLen, 1024);
+    const a = sampleBatch(ds, 5, new Rng(9), seqLen, "random");
+    const b = sampleBatch(ds, 5, new Rng(9), seqLen, "random");
+    expect(a.lm.tokens).toEqual(b.lm.tokens);
+    expect(a.rater.tokens).toEqual(b.rater.tokens);
+  });
+
+  it("defaults to random windows over up to 16 KiB of each record", () => {
+    const c = TrainConfigSchema.parse({ data: { train: "a/", heldout: "b/" }, output: "o/" });
+    expect(c.data.window).toBe("random");
+    expect(c.data.maxRecordBytes).toBe(16384);
+  });
+});
+
+describe("meta-step with a separate rater view", () => {
+  it("rates the rater's view and trains the learner on its own", async () => {
+    const rater = RaterConfigSchema.parse({ kind: "mlp", dModel: 8, hidden: 8 });
+    const inner = InnerConfigSchema.parse({ dModel: 8, layers: 1, heads: 2, ffn: 8 });
+    const rng = new Rng(4);
+    const eta = toTensors(initRaterArrays(rater, seqLen, rng));
+    const params = toTensors(initLmArrays(inner, seqLen, rng));
+    const learner = { params, opt: innerOptimizer(inner).init(params) };
+    const settings = { rater, inner };
+    const windows = encodeBatch(["aaaabbbb", "ccccdddd", "eeeeffff"], seqLen);
+    const heads = encodeBatch(["zz", "yyyyyyyy", "x"], seqLen);
+    const outer = encodeBatch(["abcdefgh"], seqLen);
+
+    const run = async (b: MetaBatches) => {
+      const r = await metaGradient(eta, learner, b, settings);
+      const grads = Object.fromEntries(
+        Object.entries(r.grads).map(([k, v]) => [k, Array.from(v.dataSync())]),
+      );
+      const theta = Array.from(Object.values(r.next.params)[0].dataSync());
+      disposeParams(r.grads);
+      disposeParams(r.next.params);
+      return { scores: Array.from(r.scores[0]), grads, theta, metaLoss: r.metaLoss };
+    };
+    const split = await run({ inner: [windows], raterInner: [heads], outer });
+    const same = await run({ inner: [windows], outer });
+    const explicit = await run({ inner: [windows], raterInner: [windows], outer });
+
+    const expected = tf.tidy(() => Array.from(raterScores(eta, rater, heads).dataSync()));
+    split.scores.forEach((s, i) => expect(s).toBeCloseTo(expected[i], 5));
+    expect(split.scores).not.toEqual(same.scores);
+    // Naming the learner's own batch as the rater's view changes nothing.
+    expect(explicit).toEqual(same);
+    await expect(metaGradient(eta, learner, { inner: [windows], raterInner: [], outer }, settings))
+      .rejects.toThrow(/raterInner has 0 batches for 1 inner/);
+  });
+});

@@ -35,6 +35,7 @@ describe("deno task demo (tiny preset)", () => {
         "## What was dropped",
         "## Transfer to a larger LM",
         "## Clean-only corpus (prose alone)",
+        "## Target set: clean prose as the rater's outer objective",
         "## Plots",
       ]
     ) expect(markdown).toContain(section);
@@ -52,6 +53,22 @@ describe("deno task demo (tiny preset)", () => {
       for (const v of Object.values(losses)) expect(Number.isFinite(v), name).toBe(true);
     }
     expect(Object.keys(report.cleanOnly!.finalTestNll).length).toBe(3);
+  });
+
+  it("reports the target-set rater beside: its runs on both test sets and what it kept", () => {
+    const ts = report.targetSet!;
+    // baseline + 2 DataRater fractions, × 2 seeds.
+    expect(Object.keys(ts.finalTestNll).length).toBe(3 * 2);
+    for (const [name, losses] of Object.entries(ts.finalTestNll)) {
+      expect(Object.keys(losses).sort(), name).toEqual(["test", "testClean"]);
+      for (const v of Object.values(losses)) expect(Number.isFinite(v), name).toBe(true);
+    }
+    expect(PRESETS.tiny.fractions).toContain(ts.bestDiscardFraction);
+    expect(ts.netComputeGainSeeds.length).toBe(2);
+    expect(Object.keys(ts.keepRates).sort()).toEqual(["datarater@25", "datarater@50"]);
+    expect(ts.keepRates["datarater@25"].prose).toBeGreaterThanOrEqual(0);
+    for (const v of Object.values(ts.scoreBySource)) expect(Number.isFinite(v.mean)).toBe(true);
+    expect(markdown).toContain("target-set-nll-testClean.svg");
   });
 
   it("states netComputeGain as a number, or null only when a run never reached the baseline", () => {

@@ -14,6 +14,7 @@
  * ```
  */
 import type { S3Settings } from "./storage.ts";
+import { track } from "./children.ts";
 
 /** A running embedded S3 server. */
 export interface S3Server {
@@ -43,7 +44,7 @@ export async function startS3Server(
   options: S3ServerOptions,
 ): Promise<S3Server> {
   await Deno.mkdir(options.dir, { recursive: true });
-  const child = new Deno.Command("node", {
+  const child = track(new Deno.Command("node", {
     args: [
       "--openssl-legacy-provider",
       CHILD.pathname,
@@ -57,7 +58,7 @@ export async function startS3Server(
     stderr: "piped",
     // Resolve `s3rver` from this project's node_modules whatever the caller's cwd.
     cwd: new URL("..", import.meta.url).pathname,
-  }).spawn();
+  }).spawn());
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
   const timeout = setTimeout(() => child.kill("SIGKILL"), 30_000);

@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
+import { stopChildrenOnSignal, track } from "../lib/children.ts";
 import { joinUri, type TrainConfigInput, TrainerArtifactsSchema } from "../lib/config.ts";
 import {
   configureS3,
@@ -68,13 +69,13 @@ async function runDeno(
   env: Record<string, string>,
   log: (l: string) => void,
 ): Promise<void> {
-  const child = new Deno.Command(Deno.execPath(), {
+  const child = track(new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", ...args],
     cwd: ROOT,
     env,
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
+  }).spawn());
   const decoder = new TextDecoder();
   let tail = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
@@ -125,13 +126,13 @@ async function metaTrain(
 /** Starts the scoring function on a free port and waits until it is ready. */
 async function startScoringFunction(env: Record<string, string>, log: (l: string) => void) {
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = new Deno.Command(Deno.execPath(), {
+  const child = track(new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "functions/main.ts"],
     cwd: ROOT,
     env: { ...env, PORT: String(port), DATARATER_ALLOWED_ROOTS: `${STORE}/` },
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
+  }).spawn());
   const endpoint = `http://127.0.0.1:${port}`;
   // Drain its output so the pipes never fill (kept for errors).
   let tail = "";
@@ -468,6 +469,8 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const output = values.output ?? join(".demo", name);
+  // Ctrl-C or a kill of this process stops the trainer, runs and servers it started too.
+  stopChildrenOnSignal();
   try {
     const { reportDir } = await runDemo({ preset, output });
     console.log(`report: ${join(reportDir, "report.md")}`);

@@ -12,6 +12,7 @@
  * ```
  */
 import { fileURLToPath } from "node:url";
+import { track } from "../../lib/children.ts";
 import { joinUri } from "../../lib/config.ts";
 import { readJsonIfExists, stat, writeObject } from "../../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
@@ -117,11 +118,13 @@ export function pct(f: number): string {
 
 /** Spawns one run as a process; resolves when its result exists. */
 async function spawnRun(specUri: string, name: string, log: (l: string) => void): Promise<void> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", RUN_SCRIPT, specUri],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = track(
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", RUN_SCRIPT, specUri],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
   const decoder = new TextDecoder();
   let stderr = "";
   const pump = async (stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) => {

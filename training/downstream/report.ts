@@ -347,6 +347,13 @@ function keepRateTable(ev: EvaluationResult): string {
   return rows.join("\n");
 }
 
+/** One line per source: its mean rater score and record count. */
+function scoreLines(ev: EvaluationResult): string[] {
+  return Object.entries(ev.scoreBySource).map(([s, v]) =>
+    `- ${s}: ${v.mean.toPrecision(4)} (${v.count} records)`
+  );
+}
+
 function examples(list: { score: number; source: string; text: string }[]): string {
   return list.map((e) =>
     `- \`${e.score.toPrecision(4)}\` (${e.source}): ${JSON.stringify(e.text.slice(0, 160))}`
@@ -398,9 +405,7 @@ function targetSetSection(ts: EvaluationResult, ev: EvaluationResult, json: Repo
     "",
     "Mean rater score per source:",
     "",
-    ...Object.entries(ts.scoreBySource).map(([s, v]) =>
-      `- ${s}: ${v.mean.toPrecision(4)} (${v.count} records)`
-    ),
+    ...scoreLines(ts),
   ].join("\n");
 }
 
@@ -495,26 +500,21 @@ export async function writeReport(
       svg: nllPlotSvg(ev, t, "large", `${ev.variant}: ${t} NLL vs FLOPs (4× larger LM)`),
     });
   }
-  if (cl) {
+  // One plot of the primary test for each side variant.
+  for (
+    const [prefix, side, title] of [
+      ["clean-only", cl, "clean-only corpus"],
+      ["target-set", ts, "target-set rater (mixture corpus)"],
+    ] as const
+  ) {
+    if (!side) continue;
     plots.push({
-      file: `clean-only-nll-${cl.primaryTest}.svg`,
+      file: `${prefix}-nll-${side.primaryTest}.svg`,
       svg: nllPlotSvg(
-        cl,
-        cl.primaryTest,
+        side,
+        side.primaryTest,
         "small",
-        `clean-only corpus: ${cl.primaryTest} NLL vs FLOPs`,
-      ),
-    });
-  }
-
-  if (ts) {
-    plots.push({
-      file: `target-set-nll-${ts.primaryTest}.svg`,
-      svg: nllPlotSvg(
-        ts,
-        ts.primaryTest,
-        "small",
-        `target-set rater: ${ts.primaryTest} NLL vs FLOPs (mixture corpus)`,
+        `${title}: ${side.primaryTest} NLL vs FLOPs`,
       ),
     });
   }
@@ -591,9 +591,7 @@ export async function writeReport(
     "",
     "Mean rater score per source:",
     "",
-    ...Object.entries(ev.scoreBySource).map(([s, v]) =>
-      `- ${s}: ${v.mean.toPrecision(4)} (${v.count} records)`
-    ),
+    ...scoreLines(ev),
     "",
     "Lowest-rated records:",
     "",

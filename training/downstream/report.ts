@@ -535,6 +535,14 @@ export async function writeReport(
     `- Oracle (keeps clean prose by its true label): ${pctFmt(json.oracleComputeGain)}.`,
     `- Claims met: ${checkList.length - failed.length} of ${checkList.length}.` +
     (failed.length ? ` **Not met: ${failed.map((c) => c.claim).join("; ")}.**` : ""),
+    ...(ts
+      ? [
+        `- Beside the claims, a rater with clean prose as its target set (outer objective): ` +
+        `${pctFmt(json.targetSet?.netComputeGain)} at ${
+          tsBest === null ? "n/a" : pct(tsBest) + "%"
+        } discard (see "Target set").`,
+      ]
+      : []),
     "",
     "## Setup",
     "",

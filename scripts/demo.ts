@@ -51,15 +51,38 @@ export interface DemoOptions {
   log?: (line: string) => void;
 }
 
-/** Elapsed seconds of each stage (reused stages take ~0). */
+/**
+ * Seconds spent on each stage, summed over every run of the demo into one output folder: a stage
+ * reused from an earlier run adds ~0 and one interrupted and resumed counts both parts, so the
+ * report states what building it cost even when its last run only rewrote the report. Kept in
+ * `work/timings.json` (replaced whole after each stage).
+ */
 type Timings = Record<string, number>;
 
-async function timed<T>(timings: Timings, name: string, f: () => Promise<T>): Promise<T> {
+async function loadTimings(file: string): Promise<Timings> {
+  try {
+    return JSON.parse(await Deno.readTextFile(file)) as Timings;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return {};
+    throw e;
+  }
+}
+
+async function timed<T>(
+  timings: Timings,
+  file: string,
+  name: string,
+  f: () => Promise<T>,
+): Promise<T> {
   const t0 = performance.now();
   try {
     return await f();
   } finally {
-    timings[name] = (performance.now() - t0) / 1000;
+    timings[name] = (timings[name] ?? 0) + (performance.now() - t0) / 1000;
+    timings["total"] = Object.entries(timings).reduce((a, [k, v]) => k === "total" ? a : a + v, 0);
+    const tmp = `${file}.${Deno.pid}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify(timings, null, 2) + "\n");
+    await Deno.rename(tmp, file);
   }
 }
 
@@ -212,8 +235,9 @@ export async function runDemo(
   const { preset } = options;
   const log = options.log ?? ((l: string) => console.error(l));
   const output = resolve(options.output);
-  const timings: Timings = {};
-  const started = performance.now();
+  const timingsFile = join(output, "work", "timings.json");
+  await Deno.mkdir(join(output, "work"), { recursive: true });
+  const timings = await loadTimings(timingsFile);
   let s3: S3Server | null = null;
   let scoring: { endpoint: string; stop(): Promise<void> } | null = null;
   try {
@@ -232,6 +256,7 @@ export async function runDemo(
     const corpus = `${STORE}/corpus/`;
     const summary = await timed(
       timings,
+      timingsFile,
       "prepare",
       () =>
         prepareCorpus(
@@ -246,6 +271,7 @@ export async function runDemo(
     const localDir = join(output, "work");
     const model = await timed(
       timings,
+      timingsFile,
       "meta-train (mixture)",
       () =>
         metaTrain(
@@ -261,6 +287,7 @@ export async function runDemo(
     );
     const cleanModel = await timed(
       timings,
+      timingsFile,
       "meta-train (clean-only)",
       () =>
         metaTrain(
@@ -278,6 +305,7 @@ export async function runDemo(
     // The paper's other setting: the same mixture, clean prose as the target set (outer objective).
     const targetModel = await timed(
       timings,
+      timingsFile,
       "meta-train (target set)",
       () =>
         metaTrain(
@@ -295,6 +323,7 @@ export async function runDemo(
     scoring = await startScoringFunction(env, log);
     const manifests = await timed(
       timings,
+      timingsFile,
       "score (mixture)",
       () =>
         scoreFractions(
@@ -309,6 +338,7 @@ export async function runDemo(
     );
     const cleanManifests = await timed(
       timings,
+      timingsFile,
       "score (clean-only)",
       () =>
         scoreFractions(
@@ -323,6 +353,7 @@ export async function runDemo(
     );
     const targetManifests = await timed(
       timings,
+      timingsFile,
       "score (target set)",
       () =>
         scoreFractions(
@@ -344,6 +375,7 @@ export async function runDemo(
     };
     const mixture: EvaluationResult = await timed(
       timings,
+      timingsFile,
       "downstream (mixture)",
       async () =>
         runEvaluation({
@@ -365,6 +397,7 @@ export async function runDemo(
     );
     const cleanOnly: EvaluationResult = await timed(
       timings,
+      timingsFile,
       "downstream (clean-only)",
       async () =>
         runEvaluation({
@@ -386,6 +419,7 @@ export async function runDemo(
 
     const targetSet: EvaluationResult = await timed(
       timings,
+      timingsFile,
       "downstream (target set)",
       async () =>
         runEvaluation({
@@ -405,7 +439,6 @@ export async function runDemo(
         }, log),
     );
 
-    timings["total"] = (performance.now() - started) / 1000;
     const reportDir = join(output, "report") + "/";
     const { json } = await writeReport(reportDir, {
       preset: preset.name,

@@ -643,6 +643,9 @@ export async function writeReport(
     "",
     "## Timings",
     "",
+    "Seconds spent per stage, summed over every run that built this output (a stage reused from " +
+    "an earlier run adds ~0; one interrupted and resumed counts both parts).",
+    "",
     ...Object.entries(input.timings).map(([k, v]) => `- ${k}: ${v.toFixed(1)} s`),
     "",
   ];

@@ -31,8 +31,8 @@ export interface DemoPreset {
 const ALL_BASELINES: BaselineMethod[] = ["heuristic", "perplexity", "random", "oracle"];
 
 /**
- * Real measurement: 74 minutes end to end on two cores (2026-11-24; 45 downstream runs, two at a
- * time).
+ * Real measurement: about 60 minutes end to end on two cores (2026-11-25; three raters, 55
+ * downstream runs, two at a time).
  */
 const DEFAULT: DemoPreset = {
   name: "default",
@@ -78,7 +78,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
   evalRecords: 128,
 };
 
-/** Same steps, small: measured 3 min 20 s on two otherwise idle cores (2026-11-24). */
+/** Same steps, small: measured 4 min 33 s on two otherwise idle cores (2026-11-25). */
 const QUICK: DemoPreset = {
   name: "quick",
   corpus: { size: 3000, shardSize: 500 },

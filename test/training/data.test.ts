@@ -8,7 +8,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import { InnerConfigSchema, RaterConfigSchema, TrainConfigSchema } from "../../lib/config.ts";
 import { useBackend } from "../../training/backend.ts";
-import { datasetFromTexts, sampleBatch } from "../../training/data.ts";
+import { datasetFromTexts, loadDataset, recordAt, sampleBatch } from "../../training/data.ts";
+import { parseTrainConfig } from "../../lib/config.ts";
+import { train } from "../../training/trainer.ts";
+import { join } from "node:path";
 import { initLmArrays } from "../../training/lm.ts";
 import { type MetaBatches, metaGradient } from "../../training/meta-step.ts";
 import { disposeParams, toTensors } from "../../training/nn.ts";
@@ -71,10 +74,71 @@ describe("sampleBatch", () => {
     expect(a.rater.tokens).toEqual(b.rater.tokens);
   });
 
-  it("defaults to random windows over up to 16 KiB of each record", () => {
+  it("defaults to head windows; random windows keep up to 16 KiB of each record", () => {
     const c = TrainConfigSchema.parse({ data: { train: "a/", heldout: "b/" }, output: "o/" });
-    expect(c.data.window).toBe("random");
+    expect(c.data.window).toBe("head");
     expect(c.data.maxRecordBytes).toBe(16384);
+    expect(() =>
+      TrainConfigSchema.parse({
+        data: { train: "a/", heldout: "b/", window: "middle" },
+        output: "o/",
+      })
+    ).toThrow(/window/);
+  });
+});
+
+describe("random windows through the loader and the trainer", () => {
+  const long = (i: number) => `record ${i}: ` + "lorem ipsum dolor sit amet ".repeat(20); // ~550 B
+
+  it("loadDataset keeps up to maxBytes of each record (the head only by default)", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const lines = [0, 1, 2].map((i) => JSON.stringify({ id: String(i), text: long(i) }));
+      await Deno.writeTextFile(join(dir, "a.jsonl"), lines.join("\n") + "\n");
+      const heads = await loadDataset(dir + "/", { seqLen: 16, name: "train" });
+      const whole = await loadDataset(dir + "/", { seqLen: 16, name: "train", maxBytes: 100 });
+      expect(recordAt(heads, 1).length).toBe(16);
+      expect(recordAt(whole, 1).length).toBe(100);
+      expect(dec.decode(recordAt(whole, 1))).toBe(long(1).slice(0, 100));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  it("meta-trains with random windows and resumes to the same parameters", async () => {
+    const texts = Array.from({ length: 40 }, (_, i) => long(i));
+    const datasets = {
+      train: datasetFromTexts("train", texts.slice(0, 30), seqLen, 1024),
+      heldout: datasetFromTexts("heldout", texts.slice(30), seqLen, 1024),
+    };
+    const run = async (output: string, stopAfter?: number) =>
+      await train(
+        parseTrainConfig({
+          data: { train: "unused", heldout: "unused", window: "random" },
+          output,
+          seqLen,
+          backend: "cpu",
+          rater: { kind: "mlp", dModel: 8, hidden: 8 },
+          inner: { dModel: 8, layers: 1, heads: 2, ffn: 8 },
+          meta: { steps: 4, population: 2, resetEvery: 3, innerBatch: 4, outerBatch: 4 },
+          checkpointEvery: 2,
+        }),
+        { datasets, export: false, progress: "none", stopAfter },
+      );
+    const a = await Deno.makeTempDir();
+    const b = await Deno.makeTempDir();
+    try {
+      const straight = await run(a);
+      await run(b, 2); // interrupted after a checkpoint
+      const resumed = await run(b);
+      expect(resumed.step).toBe(4);
+      for (const [name, v] of Object.entries(straight.eta)) {
+        expect(Array.from(resumed.eta[name].values), name).toEqual(Array.from(v.values));
+      }
+    } finally {
+      await Deno.remove(a, { recursive: true });
+      await Deno.remove(b, { recursive: true });
+    }
   });
 });
 

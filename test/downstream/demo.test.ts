@@ -46,8 +46,8 @@ describe("deno task demo (tiny preset)", () => {
   it("reports a finite best discard fraction and a final NLL for every run on both test sets", () => {
     expect(PRESETS.tiny.fractions).toContain(report.bestDiscardFraction);
     const runs = Object.entries(report.finalTestNll);
-    // baseline, heuristic, oracle, 2 random, 2 perplexity, 2 DataRater, × 2 seeds, + 3 large runs.
-    expect(runs.length).toBe(9 * 2 + 3);
+    // baseline, heuristic, 2 oracles, 2 random, 2 perplexity, 2 DataRater, × 2 seeds, + 3 large runs.
+    expect(runs.length).toBe(10 * 2 + 3);
     for (const [name, losses] of runs) {
       expect(Object.keys(losses).sort(), name).toEqual(["test", "testClean"]);
       for (const v of Object.values(losses)) expect(Number.isFinite(v), name).toBe(true);
@@ -85,6 +85,7 @@ describe("deno task demo (tiny preset)", () => {
       "datarater@50",
       "heuristic",
       "oracle",
+      "oracle-no-corrupt",
       "perplexity@25",
       "perplexity@50",
       "random@25",
@@ -95,6 +96,8 @@ describe("deno task demo (tiny preset)", () => {
       for (const v of Object.values(rates)) expect(v >= 0 && v <= 1).toBe(true);
     }
     expect(report.keepRates.oracle.prose).toBe(1);
+    expect(report.keepRates["oracle-no-corrupt"]["email/ham"]).toBe(1);
+    expect(report.keepRates["oracle-no-corrupt"]["corrupt/all-caps"] ?? 0).toBe(0);
   });
 
   it("measures every claim of the issue and writes the plots", async () => {
@@ -120,7 +123,7 @@ describe("deno task demo (tiny preset)", () => {
     const rerun = await runDemo({ preset: PRESETS.tiny, output: dir, log: (l) => lines.push(l) });
     expect(lines.some((l) => l.includes("[prepare] reused"))).toBe(true);
     expect(lines.some((l) => l.includes("[meta-train mixture] reusing"))).toBe(true);
-    expect(lines.some((l) => /21 downstream runs, 21 already finished/.test(l))).toBe(true);
+    expect(lines.some((l) => /23 downstream runs, 23 already finished/.test(l))).toBe(true);
     // The rerun's report still states what the stages cost when they ran (summed over runs).
     const timings = (rerun.report as ReportJson).timings;
     expect(timings["meta-train (mixture)"]).toBeGreaterThanOrEqual(

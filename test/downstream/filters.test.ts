@@ -9,6 +9,7 @@ import {
 import {
   keepMiddle,
   keepRatesBySource,
+  noCorruptOracleFilter,
   oracleFilter,
   perplexityFilter,
   randomFilter,
@@ -149,6 +150,13 @@ describe("baseline filters", () => {
     const kept = oracleFilter(records).kept;
     expect(kept.length).toBe(25);
     expect(kept.every((r) => r.source === "prose")).toBe(true);
+  });
+
+  it("the no-corrupt oracle drops exactly the corrupted records and keeps prose and email", () => {
+    const kept = noCorruptOracleFilter(records).kept;
+    expect(kept.length).toBe(records.filter((r) => !r.source.startsWith("corrupt/")).length);
+    expect(kept.some((r) => r.source.startsWith("email/"))).toBe(true);
+    expect(kept.some((r) => r.source.startsWith("corrupt/"))).toBe(false);
   });
 
   it("keepMiddle drops half the discard from each tail of the scores", () => {

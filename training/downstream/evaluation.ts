@@ -21,6 +21,7 @@ import {
   type FilterOutput,
   heuristicBaseline,
   keepRatesBySource,
+  noCorruptOracleFilter,
   oracleFilter,
   perplexityFilter,
   perplexityScores,
@@ -32,7 +33,12 @@ import { useBackend } from "../backend.ts";
 import { installFastTransposedMatMul } from "./wasm-matmul.ts";
 
 /** Baseline filters the evaluation can run. */
-export type BaselineMethod = "heuristic" | "perplexity" | "random" | "oracle";
+export type BaselineMethod =
+  | "heuristic"
+  | "perplexity"
+  | "random"
+  | "oracle"
+  | "oracle-no-corrupt";
 
 /** What to evaluate. */
 export interface EvaluationInput {
@@ -250,6 +256,15 @@ export async function runEvaluation(
     datasets.push({
       key: "oracle",
       method: "oracle",
+      fraction: null,
+      data: { kind: "records", prefix },
+    });
+  }
+  if (input.baselines.includes("oracle-no-corrupt")) {
+    const prefix = await materialise("oracle-no-corrupt", () => noCorruptOracleFilter(train));
+    datasets.push({
+      key: "oracle-no-corrupt",
+      method: "oracle-no-corrupt",
       fraction: null,
       data: { kind: "records", prefix },
     });

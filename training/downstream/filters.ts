@@ -59,6 +59,15 @@ export function oracleFilter(records: readonly EvalRecord[]): FilterOutput {
 }
 
 /**
+ * Drops exactly the corrupted records by their true source and keeps prose and email: what a filter
+ * that removes only the junk can be worth (a second ceiling, for a rater whose objective includes
+ * email).
+ */
+export function noCorruptOracleFilter(records: readonly EvalRecord[]): FilterOutput {
+  return { kept: records.filter((r) => !r.source.startsWith("corrupt/")), inferenceFlops: 0 };
+}
+
+/**
  * Keeps the middle `1 - discard` of the scores: drops `discard/2` with the lowest and `discard/2`
  * with the highest (ties broken by position, so the result is deterministic).
  */

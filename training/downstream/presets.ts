@@ -28,7 +28,13 @@ export interface DemoPreset {
   jobs: number;
 }
 
-const ALL_BASELINES: BaselineMethod[] = ["heuristic", "perplexity", "random", "oracle"];
+const ALL_BASELINES: BaselineMethod[] = [
+  "heuristic",
+  "perplexity",
+  "random",
+  "oracle",
+  "oracle-no-corrupt",
+];
 
 /**
  * Real measurement: about 60 minutes end to end on two cores (2026-11-25; three raters, 55

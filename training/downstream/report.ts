@@ -436,6 +436,7 @@ export async function writeReport(
   const clBest = cl ? bestFraction(cl) : null;
   const bestLarge = bestFraction(ev, "large");
   const checkList = checks(ev);
+  const noCorrupt = gainOf(ev, "oracle-no-corrupt", null);
   const ts = input.targetSet;
   const tsBest = ts ? bestFraction(ts) : null;
   const tsGain = ts && tsBest !== null ? gainOf(ts, "datarater", tsBest) : undefined;
@@ -532,7 +533,12 @@ export async function writeReport(
     `(per seed: ${
       json.netComputeGainSeeds.map(pctFmt).join(", ")
     }), rater inference FLOPs counted.`,
-    `- Oracle (keeps clean prose by its true label): ${pctFmt(json.oracleComputeGain)}.`,
+    `- Oracle (keeps clean prose by its true label): ${pctFmt(json.oracleComputeGain)}.` +
+    (noCorrupt
+      ? ` Dropping exactly the corrupted records by their label (keeping all email): ${
+        pctFmt(noCorrupt.byTest[t].summary.mean)
+      }.`
+      : ""),
     `- Claims met: ${checkList.length - failed.length} of ${checkList.length}.` +
     (failed.length ? ` **Not met: ${failed.map((c) => c.claim).join("; ")}.**` : ""),
     ...(ts

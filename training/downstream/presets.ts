@@ -37,7 +37,7 @@ const ALL_BASELINES: BaselineMethod[] = [
 ];
 
 /**
- * Real measurement: about 60 minutes end to end on two cores (2026-11-25; three raters, 55
+ * Real measurement: about 62 minutes end to end on two cores (2026-11-25; three raters, 57
  * downstream runs, two at a time).
  */
 const DEFAULT: DemoPreset = {

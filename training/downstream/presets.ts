@@ -84,7 +84,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
   evalRecords: 128,
 };
 
-/** Same steps, small: measured 4 min 33 s on two otherwise idle cores (2026-11-25). */
+/** Same steps, small: measured 4 min 37 s on two otherwise idle cores (2026-11-25). */
 const QUICK: DemoPreset = {
   name: "quick",
   corpus: { size: 3000, shardSize: 500 },

@@ -242,32 +242,16 @@ export async function runEvaluation(
     log(`[${input.variant}] filter ${key}: kept ${f.kept.length} of ${train.length}`);
     return prefix;
   };
-  if (input.baselines.includes("heuristic")) {
-    const prefix = await materialise("heuristic", () => heuristicBaseline(train));
-    datasets.push({
-      key: "heuristic",
-      method: "heuristic",
-      fraction: null,
-      data: { kind: "records", prefix },
-    });
-  }
-  if (input.baselines.includes("oracle")) {
-    const prefix = await materialise("oracle", () => oracleFilter(train));
-    datasets.push({
-      key: "oracle",
-      method: "oracle",
-      fraction: null,
-      data: { kind: "records", prefix },
-    });
-  }
-  if (input.baselines.includes("oracle-no-corrupt")) {
-    const prefix = await materialise("oracle-no-corrupt", () => noCorruptOracleFilter(train));
-    datasets.push({
-      key: "oracle-no-corrupt",
-      method: "oracle-no-corrupt",
-      fraction: null,
-      data: { kind: "records", prefix },
-    });
+  // Baselines with one setting (no fraction): each a filter over the whole train split.
+  const whole: [BaselineMethod, () => FilterOutput | Promise<FilterOutput>][] = [
+    ["heuristic", () => heuristicBaseline(train)],
+    ["oracle", () => oracleFilter(train)],
+    ["oracle-no-corrupt", () => noCorruptOracleFilter(train)],
+  ];
+  for (const [method, filter] of whole) {
+    if (!input.baselines.includes(method)) continue;
+    const prefix = await materialise(method, filter);
+    datasets.push({ key: method, method, fraction: null, data: { kind: "records", prefix } });
   }
   if (input.baselines.includes("random")) {
     for (const f of input.fractions) {

@@ -287,6 +287,8 @@ export async function scoreShard(
       // this stream is still read whole, so the hash covers every stored byte and aborts apply.
       uri: req.input,
       size: input.size,
+      // Ranged reads are pinned to the version whose ETag the manifest records.
+      etag: input.etag,
       readRange: storage.readRange?.bind(storage),
       columns: [],
     });

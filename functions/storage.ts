@@ -11,7 +11,12 @@ export interface ScoringStorage {
   stat(uri: string): Promise<ObjectInfo | null>;
   readObject(uri: string): Promise<ReadableStream<Uint8Array>>;
   /** Bytes `[start, end)` of an object, for Parquet shards (default: the real storage's). */
-  readRange?(uri: string, start: number, end: number): Promise<Uint8Array>;
+  readRange?(
+    uri: string,
+    start: number,
+    end: number,
+    options?: { etag?: string | null },
+  ): Promise<Uint8Array>;
   readBytes(uri: string): Promise<Uint8Array>;
   writeObject(
     uri: string,

@@ -56,8 +56,13 @@ export class ParquetError extends Error {
   }
 }
 
-/** Reads bytes `[start, end)` of an object (see `readRange` in `storage.ts`). */
-export type ReadRange = (uri: string, start: number, end: number) => Promise<Uint8Array>;
+/** Reads bytes `[start, end)` of an object, pinned to `etag` when given (see `readRange` in `storage.ts`). */
+export type ReadRange = (
+  uri: string,
+  start: number,
+  end: number,
+  options?: { etag?: string | null },
+) => Promise<Uint8Array>;
 
 /** Options for {@link rangedFile}. */
 export interface RangedFileOptions {
@@ -65,6 +70,11 @@ export interface RangedFileOptions {
   size?: number;
   /** How to read a byte range (default: `readRange` of `storage.ts`). */
   readRange?: ReadRange;
+  /**
+   * The version every read is pinned to (default: the ETag `stat` reports when `size` is not
+   * given), so a file replaced mid-read fails instead of mixing two versions.
+   */
+  etag?: string | null;
 }
 
 /** A stored object as hyparquet's random-access file, each slice a ranged read. */
@@ -72,13 +82,19 @@ export async function rangedFile(
   uri: string,
   options: RangedFileOptions = {},
 ): Promise<AsyncBuffer> {
-  const size = options.size ?? (await stat(uri))?.size;
-  if (size === undefined) throw new NotFoundError(uri);
+  let { size, etag = null } = options;
+  if (size === undefined) {
+    const info = await stat(uri);
+    if (!info) throw new NotFoundError(uri);
+    size = info.size;
+    etag = options.etag ?? info.etag;
+  }
+  const byteLength = size;
   const read = options.readRange ?? storageReadRange;
   return {
-    byteLength: size,
-    async slice(start: number, end = size): Promise<ArrayBuffer> {
-      const bytes = await read(uri, start, end);
+    byteLength,
+    async slice(start: number, end = byteLength): Promise<ArrayBuffer> {
+      const bytes = await read(uri, start, end, { etag });
       if (bytes.length !== end - start) {
         throw new ParquetError(
           uri,

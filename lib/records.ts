@@ -79,6 +79,8 @@ export interface ReadRecordsOptions {
   size?: number;
   /** Parquet: how byte ranges are read (default: `readRange` of `storage.ts`). */
   readRange?: ReadRange;
+  /** Parquet: the version (ETag) every ranged read is pinned to (default: the one `stat` reports). */
+  etag?: string | null;
   /**
    * Parquet: the columns to read into `record` besides the id and text columns (default: all).
    * `[]` reads only those two, which is all that scoring needs.
@@ -354,7 +356,11 @@ async function* readParquetRecords(
     if (sideFailed) throw sideError;
   };
   try {
-    const file = await rangedFile(uri, { size: options.size, readRange: options.readRange });
+    const file = await rangedFile(uri, {
+      size: options.size,
+      readRange: options.readRange,
+      etag: options.etag,
+    });
     const columns = options.columns && [idField, textField, ...options.columns];
     const rows = readParquetRows(file, uri, {
       columns,

@@ -80,6 +80,25 @@ export class PreconditionFailedError extends StorageError {
   }
 }
 
+/** The object changed while it was being read: its ETag is no longer the one the read started with. */
+export class ObjectChangedError extends StorageError {
+  constructor(
+    uri: string,
+    readonly expected: string,
+    readonly actual: string | null,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${uri} changed while being read (ETag ${expected} → ${
+        actual ?? "a newer version"
+      }): the bytes read so far belong to another version; read it again`,
+      uri,
+      options,
+    );
+    this.name = "ObjectChangedError";
+  }
+}
+
 /** The URI is malformed or of an unsupported scheme. */
 export class InvalidUriError extends StorageError {
   constructor(uri: string, why: string) {
@@ -271,14 +290,23 @@ export async function readObject(
 /**
  * Reads bytes `[start, end)` of an object: a ranged GET on S3, a seek and read on a local file.
  * What random-access formats (Parquet keeps its index at the end) need. A range that runs past the
- * end is cut at the end. Throws {@link NotFoundError} if the object is missing.
+ * end is cut at the end. Throws {@link NotFoundError} if the object is missing. With `etag`, the
+ * read is pinned to that version of the object (S3 `If-Match`, and the ETag of the answer or the
+ * file is checked): a replaced object throws {@link ObjectChangedError} instead of mixing bytes of
+ * two versions.
  *
  * @example
  * ```ts
  * const tail = await readRange("s3://bucket/shards/part-0.parquet", size - 8, size);
  * ```
  */
-export async function readRange(uri: string, start: number, end: number): Promise<Uint8Array> {
+export async function readRange(
+  uri: string,
+  start: number,
+  end: number,
+  options: { etag?: string | null } = {},
+): Promise<Uint8Array> {
+  const etag = options.etag ?? null;
   if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0)) {
     throw new StorageError(`invalid byte range [${start}, ${end}) for ${uri}`, uri);
   }
@@ -292,6 +320,10 @@ export async function readRange(uri: string, start: number, end: number): Promis
       throw localReadError(uri, e);
     }
     try {
+      if (etag !== null) {
+        const actual = fileEtag(await file.stat());
+        if (actual !== etag) throw new ObjectChangedError(uri, etag, actual);
+      }
       await file.seek(start, Deno.SeekMode.Start);
       const out = new Uint8Array(end - start);
       let filled = 0;
@@ -302,6 +334,7 @@ export async function readRange(uri: string, start: number, end: number): Promis
       }
       return filled === out.length ? out : out.subarray(0, filled);
     } catch (e) {
+      if (e instanceof StorageError) throw e;
       throw new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
     } finally {
       file.close();
@@ -313,8 +346,16 @@ export async function readRange(uri: string, start: number, end: number): Promis
         Bucket: loc.bucket,
         Key: loc.key,
         Range: `bytes=${start}-${end - 1}`,
+        IfMatch: etag === null ? undefined : `"${etag}"`,
       }),
     );
+    // Servers that ignore If-Match still say which version they answered with.
+    const answered = stripQuotes(out.ETag);
+    if (etag !== null && answered !== null && answered !== etag) {
+      await (out.Body as { transformToByteArray?(): Promise<Uint8Array> } | undefined)
+        ?.transformToByteArray?.().catch(() => {});
+      throw new ObjectChangedError(uri, etag, answered);
+    }
     if (!out.Body) throw new StorageError(`empty response body for ${uri}`, uri);
     const bytes = await (out.Body as { transformToByteArray(): Promise<Uint8Array> })
       .transformToByteArray();
@@ -323,6 +364,9 @@ export async function readRange(uri: string, start: number, end: number): Promis
       ? bytes
       : bytes.subarray(start, Math.min(end, bytes.length));
   } catch (e) {
+    if (etag !== null && isS3Error(e, "PreconditionFailed", "412")) {
+      throw new ObjectChangedError(uri, etag, null, { cause: e });
+    }
     throw mapS3Error(e, uri);
   }
 }

@@ -6,11 +6,19 @@
  */
 import { parquetMetadata } from "hyparquet";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { ParquetError } from "../../lib/parquet.ts";
+import { ParquetError, rangedFile } from "../../lib/parquet.ts";
 import { readRecords, type RecordEntry, RecordError } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { loadDataset } from "../../training/data.ts";
-import { configureS3, NotFoundError, readRange, writeObject } from "../../lib/storage.ts";
+import {
+  configureS3,
+  deleteObject,
+  NotFoundError,
+  ObjectChangedError,
+  readRange,
+  stat,
+  writeObject,
+} from "../../lib/storage.ts";
 import { type FixtureCodec, parquetBytes, recordsParquet } from "./parquet-fixtures.ts";
 
 let tmp: string;
@@ -359,5 +367,37 @@ describe("readRange", () => {
     await expect(readRange("s3://pq-bucket/missing.bin", 0, 4)).rejects.toBeInstanceOf(
       NotFoundError,
     );
+  });
+
+  test("file: a read pinned to an ETag fails once the file is replaced", async () => {
+    const path = `${tmp}/pinned.bin`;
+    await Deno.writeFile(path, data);
+    const { etag } = (await stat(path))!;
+    expect(await readRange(path, 0, 10, { etag })).toEqual(data.slice(0, 10));
+    await Deno.writeFile(path, data.slice(0, 500)); // another version (another size)
+    const err = await readRange(path, 0, 10, { etag }).catch((e) => e);
+    expect(err).toBeInstanceOf(ObjectChangedError);
+    expect(err.message).toMatch(/changed while being read/);
+  });
+
+  test("S3 (s3rver): a read pinned to an ETag fails once the object is replaced", async () => {
+    const uri = "s3://pq-bucket/pinned.bin";
+    await writeObject(uri, data);
+    const { etag } = (await stat(uri))!;
+    expect(await readRange(uri, 0, 10, { etag })).toEqual(data.slice(0, 10));
+    await deleteObject(uri);
+    await writeObject(uri, data.slice(0, 500));
+    await expect(readRange(uri, 0, 10, { etag })).rejects.toBeInstanceOf(ObjectChangedError);
+    // Unpinned, the new version is read.
+    expect(await readRange(uri, 0, 10)).toEqual(data.slice(0, 10));
+  });
+
+  test("a Parquet file replaced after it was opened fails instead of mixing versions", async () => {
+    const uri = "s3://pq-bucket/replaced.parquet";
+    await writeObject(uri, data);
+    const file = await rangedFile(uri); // pinned to the ETag stat reports now
+    await deleteObject(uri);
+    await writeObject(uri, data.slice().reverse());
+    await expect(file.slice(0, 8)).rejects.toBeInstanceOf(ObjectChangedError);
   });
 });

@@ -28,6 +28,7 @@ import {
   TRAINER_CONTAINER,
 } from "./children.ts";
 import { canonicalJson } from "./json.ts";
+import { configDigest } from "../lib/config.ts";
 import {
   API_VERSION,
   type Condition,
@@ -158,6 +159,26 @@ export async function reconcileMetaTraining(
     return {};
   }
 
+  if (!job) {
+    // An output that holds another configuration's run: the trainer would refuse to resume from
+    // its checkpoints and the Job would fail after scheduling; say so before starting anything.
+    const conflict = await otherRunAt(ctx, run);
+    if (conflict) {
+      await writeStatus(ctx, mt, events, {
+        phase: "Failed",
+        conditions: [
+          { type: "Accepted", status: "False", reason: "OutputInUse", message: conflict },
+          { type: "Running", status: "False", reason: "OutputInUse", message: "not started" },
+          { type: "Failed", status: "True", reason: "OutputInUse", message: conflict },
+        ],
+        details: { output: run.output },
+        transitionEvent: { type: "Warning", reason: "OutputInUse", message: conflict },
+      });
+      // Looked at again: removing the old run's files is a fix that no spec change announces.
+      return { requeueAfterMs: ctx.progressPollMs ?? 30_000 };
+    }
+  }
+
   if (!configMaps.some((c) => c.metadata?.name === names.configMap && ownedByMe(c))) {
     try {
       await ctx.client.createConfigMap(desiredConfigMap(mt, run));
@@ -196,6 +217,23 @@ export async function reconcileMetaTraining(
   const observation = await observe(ctx, spec, run, job);
   await writeStatus(ctx, mt, events, observation);
   return TERMINAL.has(observation.phase) ? {} : { requeueAfterMs: ctx.progressPollMs ?? 30_000 };
+}
+
+/**
+ * Why the run's output cannot take this spec's run, or undefined: the output's progress report
+ * names another configuration's digest (only what changes a run's numbers counts: more
+ * `meta.steps`, other workers or resources resume fine).
+ */
+async function otherRunAt(ctx: ReconcileContext, run: ResolvedRun): Promise<string | undefined> {
+  const report = await ctx.runs.readProgress(run.output);
+  const theirs = report?.configDigest;
+  if (!theirs) return undefined;
+  const ours = configDigest(run.config);
+  if (theirs === ours) return undefined;
+  return `${run.output} holds a run of another training configuration (config digest ` +
+    `${theirs.slice(0, 12)}…, this spec ${ours.slice(0, 12)}…; data, model sizes, optimiser or ` +
+    `seed differ) at step ${report!.step}: its checkpoints cannot be resumed under this spec. ` +
+    `Set a new spec.training.output, or delete the old run's files under that prefix.`;
 }
 
 function jobCondition(job: V1Job, type: string) {

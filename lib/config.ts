@@ -10,6 +10,7 @@
  * config.meta.population; // 8
  * ```
  */
+import { createHash } from "node:crypto";
 import { z } from "zod";
 
 /** A storage URI: `s3://bucket/key`, `file:///abs/path`, or a bare filesystem path. */
@@ -160,8 +161,30 @@ export const TrainerProgressSchema = z.object({
   metaLoss: z.number().nullable(),
   updatedAt: z.string(),
   phase: z.enum(["training", "exporting", "done"]),
+  /**
+   * {@link configDigest} of the run writing here: the operator compares it with a new spec's before
+   * starting a Job on an output that already holds a run (absent in reports of older trainers).
+   */
+  configDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export type TrainerProgress = z.infer<typeof TrainerProgressSchema>;
+
+/**
+ * The part of a config that determines a run's numbers, as a sha256 hex digest: a checkpoint is
+ * only resumed under the same digest (`meta.steps`, logging, workers, backend and checkpoint
+ * cadence may change).
+ */
+export function configDigest(config: TrainConfig): string {
+  const { steps: _steps, ...meta } = config.meta;
+  return createHash("sha256").update(JSON.stringify({
+    data: config.data,
+    seqLen: config.seqLen,
+    rater: config.rater,
+    inner: config.inner,
+    meta,
+    seed: config.seed,
+  })).digest("hex");
+}
 
 /** What the trainer writes to `<output>/artifacts.json` once the rater is exported. */
 export const TrainerArtifactsSchema = z.object({

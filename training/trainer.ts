@@ -23,6 +23,7 @@ import * as tf from "@tensorflow/tfjs";
 import cliProgress from "cli-progress";
 import { quantileCalibration } from "../lib/calibration.ts";
 import {
+  configDigest,
   joinUri,
   RUN_LAYOUT,
   type TrainConfig,
@@ -108,21 +109,8 @@ export interface TrainResult {
   exported?: { uri: string; sha256: string; chosen: string; candidates: Record<string, number> };
 }
 
-/**
- * The part of the config that determines the run's numbers: a checkpoint is only resumed under
- * the same digest (`meta.steps`, logging, workers and checkpoint cadence may change).
- */
-export function configDigest(config: TrainConfig): string {
-  const { steps: _steps, ...meta } = config.meta;
-  return sha256Hex(JSON.stringify({
-    data: config.data,
-    seqLen: config.seqLen,
-    rater: config.rater,
-    inner: config.inner,
-    meta,
-    seed: config.seed,
-  }));
-}
+/** The config's digest (re-exported: it lives with the config so the operator can compute it). */
+export { configDigest };
 
 /** Runs (or resumes) meta-training as configured; see the module comment. */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
@@ -270,11 +258,11 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
         // its checkpoint; the other order would leave a gap.
         await writeMetrics(config.output, metrics);
         await saveCheckpoint(config.output, state);
-        await writeProgress(config.output, step, totalSteps, lastMetaLoss, "training");
+        await writeProgress(config, step, totalSteps, lastMetaLoss, "training");
       }
     }
     reporter.stop();
-    if (step === 0) await writeProgress(config.output, 0, totalSteps, null, "training");
+    if (step === 0) await writeProgress(config, 0, totalSteps, null, "training");
 
     const result: TrainResult = {
       step,
@@ -443,7 +431,7 @@ async function writeMetrics(output: string, metrics: StepMetrics[]): Promise<voi
 }
 
 async function writeProgress(
-  output: string,
+  config: TrainConfig,
   step: number,
   totalSteps: number,
   metaLoss: number | null,
@@ -455,9 +443,10 @@ async function writeProgress(
     metaLoss,
     updatedAt: new Date().toISOString(),
     phase,
+    configDigest: configDigest(config),
   };
   await writeObject(
-    joinUri(output, RUN_LAYOUT.progress),
+    joinUri(config.output, RUN_LAYOUT.progress),
     JSON.stringify(progress, null, 2) + "\n",
     {
       contentType: "application/json",
@@ -531,7 +520,7 @@ async function exportRater(
   log: (line: string) => void,
 ): Promise<NonNullable<TrainResult["exported"]>> {
   await writeProgress(
-    config.output,
+    config,
     result.step,
     result.step,
     result.metrics.at(-1)?.metaLoss ?? null,
@@ -585,7 +574,7 @@ async function exportRater(
     { contentType: "application/json" },
   );
   await writeProgress(
-    config.output,
+    config,
     result.step,
     result.step,
     result.metrics.at(-1)?.metaLoss ?? null,

@@ -6,7 +6,9 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { ApiException, CustomObjectsApi } from "@kubernetes/client-node";
 import { KubeOperatorClient, messageOf } from "../../cluster/client.ts";
 import type { FakeApiServer } from "../../cluster/testing/fake-apiserver.ts";
-import type { MetaTraining } from "../../cluster/metatraining.ts";
+import { type MetaTraining, parseMetaTrainingSpec } from "../../cluster/metatraining.ts";
+import { resolveRun } from "../../cluster/children.ts";
+import { configDigest } from "../../lib/config.ts";
 import { type ReconcileContext, reconcileMetaTraining } from "../../cluster/reconcile.ts";
 import { MemoryRunReader } from "../../cluster/runs.ts";
 import {
@@ -270,6 +272,52 @@ describe("reconcileMetaTraining", () => {
       jobName: jobs[0].metadata.name,
     });
     expect(eventReasons("run-a")).toContain("JobDeleted");
+  });
+
+  test("an output holding another configuration's run is refused before a Job starts; the same configuration resumes", async () => {
+    api.create("metatrainings", sampleMetaTraining("run-a"));
+    const report = {
+      step: 120,
+      totalSteps: 400,
+      metaLoss: 3.1,
+      updatedAt: "2025-01-01T00:00:00Z",
+      phase: "training" as const,
+    };
+    runs.progress.set("s3://runs/run-a", { ...report, configDigest: "b".repeat(64) });
+    const refused = await reconcileMetaTraining(ctx, `${NS}/run-a`);
+    expect(jobsOf(api, "run-a")).toHaveLength(0);
+    expect(mt("run-a").status?.phase).toBe("Failed");
+    expect(condition("run-a", "Accepted")).toMatchObject({
+      status: "False",
+      reason: "OutputInUse",
+    });
+    expect(condition("run-a", "Accepted")!.message).toMatch(
+      /^s3:\/\/runs\/run-a holds a run of another training configuration .* at step 120: .*Set a new spec\.training\.output/,
+    );
+    expect(eventReasons("run-a")).toContain("OutputInUse");
+    // Looked at again later: deleting the old files is a fix no spec change announces.
+    expect(refused.requeueAfterMs).toBeGreaterThan(0);
+
+    // The same configuration (e.g. a preempted run of this spec) resumes: a Job is created.
+    const m = mt("run-a");
+    const ours = configDigest(resolveRun(m, parseMetaTrainingSpec(m.spec), ctx.settings).config);
+    runs.progress.set("s3://runs/run-a", { ...report, configDigest: ours });
+    await reconcileMetaTraining(ctx, `${NS}/run-a`);
+    expect(jobsOf(api, "run-a")).toHaveLength(1);
+    expect(condition("run-a", "Accepted")).toMatchObject({ status: "True" });
+  });
+
+  test("a report without a config digest (an older trainer) does not block the run", async () => {
+    api.create("metatrainings", sampleMetaTraining("run-a"));
+    runs.progress.set("s3://runs/run-a", {
+      step: 1,
+      totalSteps: 2,
+      metaLoss: null,
+      updatedAt: "2025-01-01T00:00:00Z",
+      phase: "training",
+    });
+    await reconcileMetaTraining(ctx, `${NS}/run-a`);
+    expect(jobsOf(api, "run-a")).toHaveLength(1);
   });
 
   test("suspend suspends the same Job in place (Suspended, not Failed) and resuming unsuspends it", async () => {

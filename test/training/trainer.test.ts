@@ -6,6 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
+  configDigest,
   ConfigError,
   parseTrainConfig,
   TrainerArtifactsSchema,
@@ -151,6 +152,8 @@ describe("meta-training run", () => {
     );
     expect(progress.phase).toBe("done");
     expect(progress.step).toBe(6);
+    // The operator compares this with a new spec's digest before reusing the output.
+    expect(progress.configDigest).toBe(configDigest(config(outputA)));
     const metrics = (await Deno.readTextFile(join(outputA, "metrics.jsonl"))).trim().split("\n");
     expect(metrics).toHaveLength(6);
     expect(Object.keys(JSON.parse(metrics[0]))).toEqual(

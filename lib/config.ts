@@ -49,6 +49,12 @@ export const RaterConfigSchema = z.object({
   ffn: z.number().int().min(4).max(8192).default(128),
   /** Hidden width of the MLP head (mlp kind). */
   hidden: z.number().int().min(1).max(8192).default(64),
+  /**
+   * Bytes of each record's head the rater reads (default: the top-level `seqLen`, what the learners
+   * read). A longer view sees junk past the first bytes, at a cost linear (mlp) or quadratic
+   * (attention) in it; the exported model carries it, so the scorer cuts records to match.
+   */
+  seqLen: z.number().int().min(4).max(4096).optional(),
 }).refine((r) => r.dModel % r.heads === 0, {
   message: "dModel must be divisible by heads",
   path: ["heads"],
@@ -168,6 +174,11 @@ export const TrainerProgressSchema = z.object({
   configDigest: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export type TrainerProgress = z.infer<typeof TrainerProgressSchema>;
+
+/** Bytes of each record's head the rater reads (`rater.seqLen`, else the top-level `seqLen`). */
+export function raterSeqLen(config: Pick<TrainConfig, "rater" | "seqLen">): number {
+  return config.rater.seqLen ?? config.seqLen;
+}
 
 /**
  * The part of a config that determines a run's numbers, as a sha256 hex digest: a checkpoint is

@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import {
   joinUri,
   parseTrainConfig,
+  raterSeqLen,
   RUN_LAYOUT,
   type TrainerArtifacts,
   TrainerArtifactsSchema,
@@ -96,7 +97,7 @@ async function main() {
   // Calibrate on a seeded sample of the training distribution (without replacement; 4096 records
   // by default, as the trainer does), scored by the exported graph itself.
   const train = await loadDataset(config.data.train, {
-    seqLen: config.seqLen,
+    seqLen: raterSeqLen(config),
     name: "train",
     idField: config.data.idField,
     textField: config.data.textField,
@@ -114,7 +115,7 @@ async function main() {
   const exported = await exportCalibratedRater({
     params,
     rater: config.rater,
-    seqLen: config.seqLen,
+    seqLen: raterSeqLen(config),
     configDigest: state.configDigest,
     reference,
   });

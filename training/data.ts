@@ -5,9 +5,9 @@
  * would have.
  *
  * A drawn record gives two views: the rater sees its head (the first `seqLen` bytes, as when it
- * scores), the learners see a `seqLen`-byte window at a uniform offset (`window: "random"`, how a
- * language model reads a corpus) or the head too (`window: "head"`). With random windows a record
- * keeps up to `maxBytes` bytes in memory; with heads only the head is kept.
+ * scores; `rater.seqLen` bytes, by default `seqLen`), the learners see a `seqLen`-byte window at a
+ * uniform offset (`window: "random"`, how a language model reads a corpus) or the head too
+ * (`window: "head"`). A record keeps up to `maxBytes` bytes in memory (what the longest view needs).
  *
  * Records whose text is empty are skipped and counted (they carry nothing to rate); lines that are
  * not records (bad JSON, no id or text field) are skipped and counted; text that was not valid UTF-8
@@ -192,19 +192,22 @@ export function sampleBatch(
   rng: Rng,
   seqLen: number,
   window: LearnerWindow,
+  raterSeqLen = seqLen,
 ): { lm: ByteBatch; rater: ByteBatch } {
-  const heads: Uint8Array[] = [];
+  const picked: Uint8Array[] = [];
   const windows: Uint8Array[] = [];
   for (let i = 0; i < size; i++) {
     const bytes = recordAt(ds, rng.int(ds.count));
-    heads.push(bytes.subarray(0, seqLen));
+    picked.push(bytes);
     if (window === "random") {
       const offset = bytes.length > seqLen ? rng.int(bytes.length - seqLen + 1) : 0;
       windows.push(bytes.subarray(offset, offset + seqLen));
     }
   }
-  const rater = encodeBatch(heads, seqLen);
-  return { rater, lm: window === "random" ? encodeBatch(windows, seqLen) : rater };
+  // encodeBatch keeps each record's head: the rater's view, and the learners' with head windows.
+  const rater = encodeBatch(picked, raterSeqLen);
+  if (window === "random") return { rater, lm: encodeBatch(windows, seqLen) };
+  return { rater, lm: raterSeqLen === seqLen ? rater : encodeBatch(picked, seqLen) };
 }
 
 /** Records in memory from texts (tests and the toy task), each cut to `maxBytes` (default `seqLen`). */

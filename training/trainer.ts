@@ -25,6 +25,7 @@ import { quantileCalibration } from "../lib/calibration.ts";
 import {
   configDigest,
   joinUri,
+  raterSeqLen,
   RUN_LAYOUT,
   type TrainConfig,
   type TrainerArtifacts,
@@ -156,7 +157,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       metrics = await readMetrics(config.output, state.step);
       log(JSON.stringify({ event: "resumed", step: state.step, output: config.output }));
     } else {
-      const etaArrays = initRaterArrays(config.rater, config.seqLen, rng);
+      const etaArrays = initRaterArrays(config.rater, raterSeqLen(config), rng);
       eta = arraysToParams(etaArrays);
       etaEma = arraysToParams(etaArrays);
       metaStates = Array.from({ length: N }, () => metaOpt.init(eta));
@@ -299,7 +300,10 @@ async function loadDatasets(
     seqLen: config.seqLen,
     idField: config.data.idField,
     textField: config.data.textField,
-    maxBytes: config.data.window === "random" ? config.data.maxRecordBytes : config.seqLen,
+    maxBytes: Math.max(
+      raterSeqLen(config),
+      config.data.window === "random" ? config.data.maxRecordBytes : config.seqLen,
+    ),
   };
   const [train, heldout] = await Promise.all([
     loadDataset(config.data.train, { ...opts, name: "train" }),
@@ -344,17 +348,19 @@ function drawBatches(
   rng: Rng,
 ): MetaBatches[] {
   const { seqLen, data: { window } } = config;
+  const raterView = raterSeqLen(config);
+  const separate = window === "random" || raterView !== seqLen;
   const out: MetaBatches[] = [];
   for (let i = 0; i < config.meta.population; i++) {
     const inner = [];
     const raterInner = [];
     for (let k = 0; k < config.meta.unroll; k++) {
-      const b = sampleBatch(train, config.meta.innerBatch, rng, seqLen, window);
+      const b = sampleBatch(train, config.meta.innerBatch, rng, seqLen, window, raterView);
       inner.push(b.lm);
       raterInner.push(b.rater);
     }
     const outer = sampleBatch(heldout, config.meta.outerBatch, rng, seqLen, window).lm;
-    out.push(window === "random" ? { inner, raterInner, outer } : { inner, outer });
+    out.push(separate ? { inner, raterInner, outer } : { inner, outer });
   }
   return out;
 }
@@ -552,7 +558,7 @@ async function exportRater(
   const onnx = exportRaterOnnx({
     params,
     rater: config.rater,
-    seqLen: config.seqLen,
+    seqLen: raterSeqLen(config),
     calibration,
     configDigest: digest,
   });
@@ -600,7 +606,9 @@ function scoreReferenceSample(
   try {
     for (let at = 0; at < n; at += 256) {
       const chunk = indices.slice(at, at + 256).map((i) => recordAt(trainSet, i));
-      const s = tf.tidy(() => raterScores(eta, config.rater, encodeBatch(chunk, config.seqLen)));
+      const s = tf.tidy(() =>
+        raterScores(eta, config.rater, encodeBatch(chunk, raterSeqLen(config)))
+      );
       scores.push(...(s.dataSync() as Float32Array));
       s.dispose();
     }

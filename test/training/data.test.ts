@@ -9,7 +9,8 @@ import { encodeBatch } from "../../lib/bytes.ts";
 import { InnerConfigSchema, RaterConfigSchema, TrainConfigSchema } from "../../lib/config.ts";
 import { useBackend } from "../../training/backend.ts";
 import { datasetFromTexts, loadDataset, recordAt, sampleBatch } from "../../training/data.ts";
-import { parseTrainConfig } from "../../lib/config.ts";
+import { parseTrainConfig, raterSeqLen } from "../../lib/config.ts";
+import { readRaterMetadata } from "../../training/export-onnx.ts";
 import { train } from "../../training/trainer.ts";
 import { join } from "node:path";
 import { initLmArrays } from "../../training/lm.ts";
@@ -63,6 +64,20 @@ describe("sampleBatch", () => {
     const ds = datasetFromTexts("t", texts, seqLen, 1024);
     const { lm, rater } = sampleBatch(ds, 6, new Rng(2), seqLen, "head");
     expect(lm).toBe(rater);
+    expect(rows(lm).every((r) => r === long.slice(0, seqLen) || r === "short")).toBe(true);
+  });
+
+  it("gives the rater a longer head than the learners when rater.seqLen is larger", () => {
+    const ds = datasetFromTexts("t", texts, seqLen, 1024);
+    const { lm, rater } = sampleBatch(ds, 6, new Rng(3), seqLen, "head", 20);
+    expect(rater.seqLen).toBe(20);
+    expect(lm.seqLen).toBe(seqLen);
+    for (let i = 0; i < 6; i++) {
+      const view = dec.decode(
+        Uint8Array.from(rater.tokens.subarray(i * 20, i * 20 + rater.lengths[i])),
+      );
+      expect(view === long.slice(0, 20) || view === "short").toBe(true);
+    }
     expect(rows(lm).every((r) => r === long.slice(0, seqLen) || r === "short")).toBe(true);
   });
 
@@ -138,6 +153,37 @@ describe("random windows through the loader and the trainer", () => {
     } finally {
       await Deno.remove(a, { recursive: true });
       await Deno.remove(b, { recursive: true });
+    }
+  });
+});
+
+describe("a rater with its own view length", () => {
+  it("trains on longer heads than the learners and exports that length for the scorer", async () => {
+    const texts = Array.from({ length: 30 }, (_, i) => `record ${i} ` + "abc ".repeat(10));
+    const output = await Deno.makeTempDir();
+    try {
+      const config = parseTrainConfig({
+        data: { train: "unused", heldout: "unused" },
+        output,
+        seqLen,
+        backend: "cpu",
+        rater: { kind: "transformer", dModel: 8, layers: 1, heads: 2, ffn: 8, seqLen: 24 },
+        inner: { dModel: 8, layers: 1, heads: 2, ffn: 8 },
+        meta: { steps: 2, population: 2, innerBatch: 4, outerBatch: 4 },
+      });
+      expect(raterSeqLen(config)).toBe(24);
+      await train(config, {
+        datasets: {
+          train: datasetFromTexts("train", texts.slice(0, 20), seqLen, 24),
+          heldout: datasetFromTexts("heldout", texts.slice(20), seqLen, 24),
+        },
+        progress: "none",
+      });
+      const meta = readRaterMetadata(await Deno.readFile(join(output, "rater.onnx")));
+      expect(meta.seqLen).toBe(24);
+      expect(meta.rater.seqLen).toBe(24);
+    } finally {
+      await Deno.remove(output, { recursive: true });
     }
   });
 });

@@ -13,6 +13,7 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { resetLmCaches } from "./lm.ts";
 import { installFastWasmBatchMatMul, installGradients } from "./nn.ts";
+import { wrapWasmKernel } from "./wasm-kernels.ts";
 
 export type BackendName = "wasm" | "webgpu" | "cpu";
 
@@ -84,18 +85,10 @@ let identityShared = false;
  */
 function shareIdentityOnWasm(): void {
   if (identityShared) return;
-  const original = tf.getKernel(tf.Identity, "wasm");
-  if (!original) return;
-  tf.unregisterKernel(tf.Identity, "wasm");
-  tf.registerKernel({
-    kernelName: tf.Identity,
-    backendName: "wasm",
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype === "string") return original.kernelFunc(args);
-      (args.backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-    },
+  identityShared = wrapWasmKernel(tf.Identity, (original) => (args) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    if (x.dtype === "string") return original.kernelFunc(args);
+    (args.backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
   });
-  identityShared = true;
 }

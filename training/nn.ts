@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Rng } from "./rng.ts";
+import { wrapWasmKernel } from "./wasm-kernels.ts";
 
 /** Parameters by name; names are stable (`l0.attn.wqkv`) and shared with checkpoints and ONNX. */
 export type Params = Record<string, tf.Tensor>;
@@ -244,29 +245,19 @@ let fastBatchMatMulInstalled = false;
  */
 export function installFastWasmBatchMatMul(): void {
   if (fastBatchMatMulInstalled) return;
-  const stock = tf.getKernel(tf.BatchMatMul, "wasm");
-  if (!stock) return;
-  tf.unregisterKernel(tf.BatchMatMul, "wasm");
-  tf.registerKernel({
-    kernelName: tf.BatchMatMul,
-    backendName: "wasm",
-    setupFunc: stock.setupFunc,
-    disposeFunc: stock.disposeFunc,
-    kernelFunc: (args) => {
-      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-      const { transposeA, transposeB } = args.attrs as unknown as {
-        transposeA: boolean;
-        transposeB: boolean;
-      };
-      const backend = args.backend as unknown as WasmBackendInternals;
-      const out = !transposeA && !transposeB && a.dtype === "float32" &&
-          b.dtype === "float32" && typeof backend.wasm?._BatchMatMul === "function"
-        ? slicedBatchMatMul(a, b, backend)
-        : null;
-      return out ?? stock.kernelFunc(args);
-    },
+  fastBatchMatMulInstalled = wrapWasmKernel(tf.BatchMatMul, (stock) => (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as unknown as {
+      transposeA: boolean;
+      transposeB: boolean;
+    };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const out = !transposeA && !transposeB && a.dtype === "float32" &&
+        b.dtype === "float32" && typeof backend.wasm?._BatchMatMul === "function"
+      ? slicedBatchMatMul(a, b, backend)
+      : null;
+    return out ?? stock.kernelFunc(args);
   });
-  fastBatchMatMulInstalled = true;
 }
 
 /** a [..., m, k] · b [..., k, n] as one 2-D product per batch entry; null where not applicable. */

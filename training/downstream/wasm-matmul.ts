@@ -16,48 +16,41 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
+import { wrapWasmKernel } from "../wasm-kernels.ts";
 
 let installed = false;
 
 /** Wraps the wasm backend's BatchMatMul (idempotent). Call after the wasm backend is ready. */
 export function installFastTransposedMatMul(): void {
   if (installed) return;
-  const original = tf.getKernel("BatchMatMul", "wasm");
   const transpose = tf.getKernel("Transpose", "wasm");
-  if (!original || !transpose) {
+  if (!transpose || !tf.getKernel("BatchMatMul", "wasm")) {
     throw new Error(
       "tfjs-wasm kernels are not registered: import @tensorflow/tfjs-backend-wasm first",
     );
   }
   const lastTwoSwapped = (rank: number) => [...Array(rank - 2).keys(), rank - 1, rank - 2];
-  tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({
-    kernelName: "BatchMatMul",
-    backendName: "wasm",
-    setupFunc: original.setupFunc,
-    disposeFunc: original.disposeFunc,
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
-      if (!transposeA && !transposeB) return original.kernelFunc({ inputs, backend, attrs });
-      const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-      const temps: tf.TensorInfo[] = [];
-      const flip = (x: tf.TensorInfo) => {
-        const t = transpose.kernelFunc({
-          inputs: { x },
-          backend,
-          attrs: { perm: lastTwoSwapped(x.shape.length) },
-        }) as tf.TensorInfo;
-        temps.push(t);
-        return t;
-      };
-      const out = original.kernelFunc({
-        inputs: { a: transposeA ? flip(a) : a, b: transposeB ? flip(b) : b },
+  wrapWasmKernel("BatchMatMul", (original) => ({ inputs, backend, attrs }) => {
+    const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+    if (!transposeA && !transposeB) return original.kernelFunc({ inputs, backend, attrs });
+    const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const temps: tf.TensorInfo[] = [];
+    const flip = (x: tf.TensorInfo) => {
+      const t = transpose.kernelFunc({
+        inputs: { x },
         backend,
-        attrs: { ...attrs, transposeA: false, transposeB: false },
-      });
-      for (const t of temps) (backend as tf.KernelBackend).disposeData(t.dataId);
-      return out;
-    },
+        attrs: { perm: lastTwoSwapped(x.shape.length) },
+      }) as tf.TensorInfo;
+      temps.push(t);
+      return t;
+    };
+    const out = original.kernelFunc({
+      inputs: { a: transposeA ? flip(a) : a, b: transposeB ? flip(b) : b },
+      backend,
+      attrs: { ...attrs, transposeA: false, transposeB: false },
+    });
+    for (const t of temps) (backend as tf.KernelBackend).disposeData(t.dataId);
+    return out;
   });
   installed = true;
 }

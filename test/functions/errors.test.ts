@@ -9,7 +9,7 @@ import { type AppOptions, createApp, type ScoringApp } from "../../functions/app
 import { gzip } from "../../lib/records.ts";
 import { stat } from "../../lib/storage.ts";
 import { readManifestHeader } from "../../lib/manifest.ts";
-import { buildTestModel, jsonl, type TestModel } from "./fixtures.ts";
+import { buildTestModel, jsonl, postScore as post, type TestModel } from "./fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
 
 let dir: string;
@@ -48,15 +48,6 @@ function request(overrides: Record<string, unknown> = {}) {
     policy: { kind: "threshold", threshold: 0 },
     ...overrides,
   };
-}
-
-async function post(a: ScoringApp, body: unknown, headers: Record<string, string> = {}) {
-  const res = await a.request("/v1/score", {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
 }
 
 async function shard(name: string, content: string | Uint8Array): Promise<string> {

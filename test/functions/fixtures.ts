@@ -9,6 +9,7 @@ import { RaterConfigSchema } from "../../lib/config.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
+import type { ScoringApp } from "../../functions/app.ts";
 
 /** A calibrated DataRater export and its digest. */
 export interface TestModel {
@@ -94,4 +95,18 @@ export async function buildTestModel(
 /** JSON Lines of `{id, text}` records. */
 export function jsonl(records: { id: string | number; text: string }[]): string {
   return records.map((r) => JSON.stringify(r)).join("\n") + "\n";
+}
+
+/** POSTs a body (an object, or a raw string) to `/v1/score`; the status and the JSON answer. */
+export async function postScore(
+  app: ScoringApp,
+  body: unknown,
+  headers: Record<string, string> = {},
+) {
+  const res = await app.request("/v1/score", {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
 }

@@ -17,7 +17,13 @@ import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { configureS3, list, stat, writeObject } from "../../lib/storage.ts";
 import { parquetBytes, recordsParquet } from "../lib/parquet-fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
-import { buildTestModel, referenceTexts, scoreDirect, type TestModel } from "./fixtures.ts";
+import {
+  buildTestModel,
+  postScore as score,
+  referenceTexts,
+  scoreDirect,
+  type TestModel,
+} from "./fixtures.ts";
 
 let s3: S3Server;
 let tmp: string;
@@ -40,10 +46,9 @@ afterAll(async () => {
   await Deno.remove(tmp, { recursive: true });
 });
 
-async function score(a: ScoringApp, body: Record<string, unknown>) {
-  const res = await a.request("/v1/score", { method: "POST", body: JSON.stringify(body) });
-  return { status: res.status, body: await res.json() };
-}
+/** Scores `input` into `output` with the model above, keeping scores ≥ 0. */
+const scoreAtZero = (a: ScoringApp, input: string, output: string) =>
+  score(a, { model: MODEL, input, output, policy: { kind: "threshold", threshold: 0 } });
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
@@ -55,12 +60,7 @@ describe("scoring Parquet shards", () => {
     const shard = `file://${tmp}/shards/part-0.parquet`;
     await writeObject(shard, bytes);
     const output = `file://${tmp}/manifests/part-0.manifest.jsonl`;
-    const r = await score(app, {
-      model: MODEL,
-      input: shard,
-      output,
-      policy: { kind: "threshold", threshold: 0 },
-    });
+    const r = await scoreAtZero(app, shard, output);
     expect(r.status).toBe(201);
     const expected = await scoreDirect(model.bytes, texts, model.seqLen);
     const { header, entries } = await readManifest(output);
@@ -164,12 +164,7 @@ describe("scoring Parquet shards", () => {
     const a = createApp({ allowedRoots: ["s3://corpus/"], storage, batchSize: 16 });
     try {
       const output = "s3://corpus/manifests/crash/part-2.manifest.jsonl";
-      const r = await score(a, {
-        model: MODEL,
-        input: shard,
-        output,
-        policy: { kind: "threshold", threshold: 0 },
-      });
+      const r = await scoreAtZero(a, shard, output);
       expect(r.status).toBe(502);
       expect(r.body.error.code).toBe("storage_error");
       expect(await stat(output)).toBeNull();
@@ -184,12 +179,7 @@ describe("scoring Parquet shards", () => {
     const shard = `file://${tmp}/shards/truncated.parquet`;
     await writeObject(shard, bytes.slice(0, -6));
     const output = `file://${tmp}/manifests/truncated.manifest.jsonl`;
-    const r = await score(app, {
-      model: MODEL,
-      input: shard,
-      output,
-      policy: { kind: "threshold", threshold: 0 },
-    });
+    const r = await scoreAtZero(app, shard, output);
     expect(r.status).toBe(400);
     expect(r.body.error).toMatchObject({ code: "invalid_record", kind: "corrupt", uri: shard });
     expect(r.body.error.message).toContain("is the file truncated");

@@ -21,7 +21,13 @@ import {
 import { encodeJsonl, encodeJsonlGz } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { configureS3, list, stat, writeObject } from "../../lib/storage.ts";
-import { buildTestModel, referenceTexts, scoreDirect, type TestModel } from "./fixtures.ts";
+import {
+  buildTestModel,
+  postScore as score,
+  referenceTexts,
+  scoreDirect,
+  type TestModel,
+} from "./fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
 
 let s3: S3Server;
@@ -59,11 +65,6 @@ afterAll(async () => {
   await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
-
-async function score(a: ScoringApp, body: Record<string, unknown>) {
-  const res = await a.request("/v1/score", { method: "POST", body: JSON.stringify(body) });
-  return { status: res.status, body: await res.json() };
-}
 
 async function entriesOf(uri: string): Promise<ManifestEntry[]> {
   const { entries } = await readManifest(uri);

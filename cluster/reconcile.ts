@@ -28,7 +28,7 @@ import {
   TRAINER_CONTAINER,
 } from "./children.ts";
 import { canonicalJson } from "./json.ts";
-import { configDigest } from "../lib/config.ts";
+import { configDigest, type TrainerProgress } from "../lib/config.ts";
 import {
   API_VERSION,
   type Condition,
@@ -159,10 +159,13 @@ export async function reconcileMetaTraining(
     return {};
   }
 
+  // The trainer's progress report: read once a pass (for the check below and for the status).
+  let known: { report: TrainerProgress | undefined } | undefined;
   if (!job) {
+    known = { report: await ctx.runs.readProgress(run.output) };
     // An output that holds another configuration's run: the trainer would refuse to resume from
     // its checkpoints and the Job would fail after scheduling; say so before starting anything.
-    const conflict = await otherRunAt(ctx, run);
+    const conflict = otherRunAt(run, known.report);
     if (conflict) {
       await writeStatus(ctx, mt, events, {
         phase: "Failed",
@@ -214,7 +217,7 @@ export async function reconcileMetaTraining(
     }
   }
 
-  const observation = await observe(ctx, spec, run, job);
+  const observation = await observe(ctx, spec, run, job, known);
   await writeStatus(ctx, mt, events, observation);
   return TERMINAL.has(observation.phase) ? {} : { requeueAfterMs: ctx.progressPollMs ?? 30_000 };
 }
@@ -224,8 +227,7 @@ export async function reconcileMetaTraining(
  * names another configuration's digest (only what changes a run's numbers counts: more
  * `meta.steps`, other workers or resources resume fine).
  */
-async function otherRunAt(ctx: ReconcileContext, run: ResolvedRun): Promise<string | undefined> {
-  const report = await ctx.runs.readProgress(run.output);
+function otherRunAt(run: ResolvedRun, report: TrainerProgress | undefined): string | undefined {
   const theirs = report?.configDigest;
   if (!theirs) return undefined;
   const ours = configDigest(run.config);
@@ -259,12 +261,16 @@ function jobFinishedConditions(
   ];
 }
 
-/** What the Job, its pods and the trainer's reports say about the run. */
+/**
+ * What the Job, its pods and the trainer's reports say about the run (`known`: the progress
+ * report when this pass has already read it).
+ */
 async function observe(
   ctx: ReconcileContext,
   spec: MetaTrainingSpec,
   run: ResolvedRun,
   job: V1Job,
+  known?: { report: TrainerProgress | undefined },
 ): Promise<Observation> {
   const jobName = job.metadata!.name!;
   const accepted = {
@@ -273,7 +279,7 @@ async function observe(
     reason: "SpecValid",
     message: `Running as Job ${jobName}, writing to ${run.output}`,
   };
-  const report = await ctx.runs.readProgress(run.output);
+  const report = known ? known.report : await ctx.runs.readProgress(run.output);
   const progress = report
     ? {
       step: report.step,

@@ -31,13 +31,13 @@ import {
   writeObject,
 } from "../lib/storage.ts";
 import { type S3Server, startS3Server } from "../lib/s3-server.ts";
-import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "./prepare-corpus.ts";
+import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "../corpus/prepare.ts";
 import { scoreAll } from "./score.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
-import { type EvaluationResult, pct, runEvaluation } from "../training/downstream/evaluation.ts";
-import { type DemoPreset, PRESETS } from "../training/downstream/presets.ts";
-import { writeReport } from "../training/downstream/report.ts";
+import { type EvaluationResult, pct, runEvaluation } from "../evaluation/evaluation.ts";
+import { type DemoPreset, PRESETS } from "../evaluation/presets.ts";
+import { writeReport } from "../evaluation/report.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BUCKET = "demo";

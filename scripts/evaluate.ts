@@ -22,9 +22,9 @@ import { joinUri } from "../lib/config.ts";
 import { readBytes } from "../lib/storage.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
-import { type BaselineMethod, pct, runEvaluation } from "../training/downstream/evaluation.ts";
-import { PRESETS } from "../training/downstream/presets.ts";
-import { writeReport } from "../training/downstream/report.ts";
+import { type BaselineMethod, pct, runEvaluation } from "../evaluation/evaluation.ts";
+import { PRESETS } from "../evaluation/presets.ts";
+import { writeReport } from "../evaluation/report.ts";
 
 const USAGE =
   `usage: deno task evaluate --train URI --heldout URI --test NAME=URI [--test NAME=URI …]

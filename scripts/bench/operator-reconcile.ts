@@ -17,7 +17,7 @@ import {
   builtinResources,
   FakeApiServer,
   metaTrainingResource,
-} from "../../cluster/testing/fake-apiserver.ts";
+} from "../../test/support/fake-apiserver.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -8,7 +8,7 @@ import {
   FakeApiServer,
   type KubeObject,
   metaTrainingResource,
-} from "../../cluster/testing/fake-apiserver.ts";
+} from "../support/fake-apiserver.ts";
 import type { MetaTraining, MetaTrainingSpecInput } from "../../cluster/metatraining.ts";
 
 export const NS = "team-a";

@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { type ControllerOptions, MetaTrainingController } from "../../cluster/controller.ts";
-import type { FakeApiServer } from "../../cluster/testing/fake-apiserver.ts";
+import type { FakeApiServer } from "../support/fake-apiserver.ts";
 import type { MetaTraining } from "../../cluster/metatraining.ts";
 import { MemoryRunReader } from "../../cluster/runs.ts";
 import {

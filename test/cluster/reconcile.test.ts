@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { ApiException, CustomObjectsApi } from "@kubernetes/client-node";
 import { KubeOperatorClient, messageOf } from "../../cluster/client.ts";
-import type { FakeApiServer } from "../../cluster/testing/fake-apiserver.ts";
+import type { FakeApiServer } from "../support/fake-apiserver.ts";
 import { type MetaTraining, parseMetaTrainingSpec } from "../../cluster/metatraining.ts";
 import { resolveRun } from "../../cluster/children.ts";
 import { configDigest } from "../../lib/config.ts";

@@ -9,9 +9,9 @@
  * const kept = randomFilter(records, 0.25, 0); // drops a seeded 25%
  * ```
  */
-import { Rng } from "../rng.ts";
-import { lmFlopsPerByte } from "../lm.ts";
-import { disposeParams, type Params } from "../nn.ts";
+import { Rng } from "../training/rng.ts";
+import { lmFlopsPerByte } from "../training/lm.ts";
+import { disposeParams, type Params } from "../training/nn.ts";
 import type { EvalRecord } from "./data.ts";
 import { heuristicFilter } from "./heuristics.ts";
 import { type DownstreamConfig, perRecordNll, trainDownstream } from "./trainer.ts";

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../training/backend.ts";
-import { installFastTransposedMatMul } from "../../training/downstream/wasm-matmul.ts";
+import { installFastTransposedMatMul } from "../../evaluation/wasm-matmul.ts";
 import {
   DEFAULT_DOWNSTREAM,
   type DownstreamConfig,
@@ -9,7 +9,7 @@ import {
   trainDownstream,
   trainFlopsPerStep,
   WindowSampler,
-} from "../../training/downstream/trainer.ts";
+} from "../../evaluation/trainer.ts";
 import { lmFlopsPerByte } from "../../training/lm.ts";
 import { Rng } from "../../training/rng.ts";
 

@@ -8,11 +8,11 @@
  * const kept = await loadKeptRecords("s3://b/manifests/keep-0.75/");
  * ```
  */
-import { keptRecords, readManifest } from "../../lib/manifest.ts";
-import { encodeJsonlGz, readRecords } from "../../lib/records.ts";
-import { joinUri } from "../../lib/config.ts";
-import { list, writeObject } from "../../lib/storage.ts";
-import { listShards } from "../data.ts";
+import { keptRecords, readManifest } from "../lib/manifest.ts";
+import { encodeJsonlGz, readRecords } from "../lib/records.ts";
+import { joinUri } from "../lib/config.ts";
+import { list, writeObject } from "../lib/storage.ts";
+import { listShards } from "../training/data.ts";
 
 /** A record with the fields the analysis uses. */
 export interface EvalRecord {

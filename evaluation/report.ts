@@ -12,8 +12,8 @@
  * const { files } = await writeReport("out/report/", { mixture, cleanOnly }, { preset: "quick" });
  * ```
  */
-import { joinUri } from "../../lib/config.ts";
-import { writeObject } from "../../lib/storage.ts";
+import { joinUri } from "../lib/config.ts";
+import { writeObject } from "../lib/storage.ts";
 import type { SeedSummary } from "./compute-gain.ts";
 import { type EvaluationResult, type MethodGain, pct, type RunSummary } from "./evaluation.ts";
 

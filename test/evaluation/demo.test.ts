@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { runDemo } from "../../scripts/demo.ts";
-import { PRESETS } from "../../training/downstream/presets.ts";
-import type { ReportJson } from "../../training/downstream/report.ts";
+import { PRESETS } from "../../evaluation/presets.ts";
+import type { ReportJson } from "../../evaluation/report.ts";
 
 // The quick pipeline's steps at the tiny size: corpus → meta-training → ONNX export → scoring
 // function over HTTP → manifests → downstream runs → report. Numbers are meaningless at this size;

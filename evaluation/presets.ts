@@ -6,7 +6,7 @@
  * The corpus composition and the evaluation protocol are the same in every preset; only sizes
  * change. They were fixed before looking at results.
  */
-import type { TrainConfigInput } from "../../lib/config.ts";
+import type { TrainConfigInput } from "../lib/config.ts";
 import type { DownstreamConfig } from "./trainer.ts";
 import { DEFAULT_DOWNSTREAM } from "./trainer.ts";
 import type { BaselineMethod } from "./evaluation.ts";

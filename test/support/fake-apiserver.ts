@@ -33,8 +33,14 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { KubeConfig } from "@kubernetes/client-node";
-import { canonicalJson } from "../json.ts";
-import { GROUP, KIND, PLURAL, validateMetaTrainingSpec, VERSION } from "../metatraining.ts";
+import { canonicalJson } from "../../cluster/json.ts";
+import {
+  GROUP,
+  KIND,
+  PLURAL,
+  validateMetaTrainingSpec,
+  VERSION,
+} from "../../cluster/metatraining.ts";
 
 // deno-lint-ignore no-explicit-any
 export type KubeObject = Record<string, any> & {

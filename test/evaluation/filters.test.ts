@@ -5,7 +5,7 @@ import {
   gopherFilter,
   gopherRepetition,
   heuristicFilter,
-} from "../../training/downstream/heuristics.ts";
+} from "../../evaluation/heuristics.ts";
 import {
   keepMiddle,
   keepRatesBySource,
@@ -13,8 +13,8 @@ import {
   oracleFilter,
   perplexityFilter,
   randomFilter,
-} from "../../training/downstream/filters.ts";
-import type { EvalRecord } from "../../training/downstream/data.ts";
+} from "../../evaluation/filters.ts";
+import type { EvalRecord } from "../../evaluation/data.ts";
 
 const prose =
   "The committee met on Tuesday to review the budget. It found that the city had spent more than it planned. " +

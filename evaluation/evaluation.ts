@@ -12,9 +12,9 @@
  * ```
  */
 import { fileURLToPath } from "node:url";
-import { track } from "../../lib/children.ts";
-import { joinUri } from "../../lib/config.ts";
-import { readJsonIfExists, stat, writeObject } from "../../lib/storage.ts";
+import { track } from "../lib/children.ts";
+import { joinUri } from "../lib/config.ts";
+import { readJsonIfExists, stat, writeObject } from "../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
 import { type EvalRecord, loadRecords, loadScores, writeRecordShards } from "./data.ts";
 import {
@@ -29,7 +29,7 @@ import {
 } from "./filters.ts";
 import type { RunData, RunResult, RunSpec } from "./run.ts";
 import type { DownstreamConfig } from "./trainer.ts";
-import { useBackend } from "../backend.ts";
+import { useBackend } from "../training/backend.ts";
 import { installFastTransposedMatMul } from "./wasm-matmul.ts";
 
 /** Baseline filters the evaluation can run. */

@@ -8,11 +8,11 @@
  *
  * @example
  * ```sh
- * deno run -A training/downstream/run.ts /tmp/spec.json
+ * deno run -A evaluation/run.ts /tmp/spec.json
  * ```
  */
-import { readText, stat, writeObject } from "../../lib/storage.ts";
-import { useBackend } from "../backend.ts";
+import { readText, stat, writeObject } from "../lib/storage.ts";
+import { useBackend } from "../training/backend.ts";
 import { loadKeptTexts, loadRecords } from "./data.ts";
 import { type DownstreamConfig, type DownstreamResult, trainDownstream } from "./trainer.ts";
 import { installFastTransposedMatMul } from "./wasm-matmul.ts";
@@ -85,7 +85,7 @@ export async function executeRun(
 if (import.meta.main) {
   const specUri = Deno.args[0];
   if (!specUri) {
-    console.error("usage: deno run -A training/downstream/run.ts SPEC_URI");
+    console.error("usage: deno run -A evaluation/run.ts SPEC_URI");
     Deno.exit(2);
   }
   try {

@@ -4,7 +4,7 @@ import {
   CurveError,
   flopsToReach,
   summarizeSeeds,
-} from "../../training/downstream/compute-gain.ts";
+} from "../../evaluation/compute-gain.ts";
 
 const baseline = [
   { flops: 0, loss: 6 },

@@ -16,9 +16,15 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
-import { encodeBatch } from "../../lib/bytes.ts";
-import { initLmArrays, lmFlopsPerByte, type LmSizes, lmTokenNll, prepareLmBatch } from "../lm.ts";
-import { disposeParams, type Params, toTensors } from "../nn.ts";
+import { encodeBatch } from "../lib/bytes.ts";
+import {
+  initLmArrays,
+  lmFlopsPerByte,
+  type LmSizes,
+  lmTokenNll,
+  prepareLmBatch,
+} from "../training/lm.ts";
+import { disposeParams, type Params, toTensors } from "../training/nn.ts";
 import {
   addDecayedWeights,
   applyUpdates,
@@ -29,8 +35,8 @@ import {
   scaleByAdam,
   scaleByLearningRate,
   warmupConstant,
-} from "../optim.ts";
-import { Rng } from "../rng.ts";
+} from "../training/optim.ts";
+import { Rng } from "../training/rng.ts";
 
 /** Settings of a downstream run (the same for every run compared). */
 export interface DownstreamConfig {

@@ -16,7 +16,7 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
-import { wrapWasmKernel } from "../wasm-kernels.ts";
+import { wrapWasmKernel } from "../training/wasm-kernels.ts";
 
 let installed = false;
 

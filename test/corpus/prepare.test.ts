@@ -13,7 +13,7 @@ import {
   loadSpamAssassin,
   prepareCorpus,
   type ProseParagraph,
-} from "../../scripts/prepare-corpus.ts";
+} from "../../corpus/prepare.ts";
 import { Rng } from "../../training/rng.ts";
 import { readRecords } from "../../lib/records.ts";
 

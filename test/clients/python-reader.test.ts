@@ -184,6 +184,12 @@ describe("the Python manifest reader", () => {
     );
     await score(shardDUri, manifestD, { policy: { kind: "keepFraction", fraction: 0.3 } });
 
+    // Parquet on S3: the Python reader spools it to a temporary file for pyarrow.
+    const shardEUri = "s3://corpus/shards/e.parquet";
+    const manifestE = "s3://corpus/manifests/e.manifest.jsonl";
+    await writeObject(shardEUri, recordsParquet(rowsC.slice(0, 50), { rowGroupSize: 20 }));
+    await score(shardEUri, manifestE, { policy: { kind: "keepFraction", fraction: 0.6 } });
+
     const jsonl = await tsCase(shardAUri, manifestA);
     // The TS reader sees the numeric ids as the scorer wrote them.
     expect(jsonl.entries.map((e) => e[0])).toEqual(
@@ -194,6 +200,7 @@ describe("the Python manifest reader", () => {
     const gz = await tsCase(shardBUri, manifestB);
     const parquet = await tsCase(shardCUri, manifestC);
     const s3Case = { ...await tsCase(shardDUri, manifestD), endpoint: s3.endpoint };
+    const s3Parquet = await tsCase(shardEUri, manifestE);
     expect(s3Case.verifyMethod).toBe("etag");
     expect(jsonl.verifyMethod).toBe("etag");
 
@@ -263,6 +270,7 @@ describe("the Python manifest reader", () => {
       gzip: gz,
       parquet,
       s3: s3Case,
+      s3Parquet,
       tampered: {
         shard: tamperedUri,
         manifest: manifestA,
@@ -314,6 +322,12 @@ describe("the Python manifest reader", () => {
       test_s3_through_boto3_and_s3_endpoint: hasBoto3
         ? "ok"
         : "skipped 'boto3 is not installed: s3:// URIs need it'",
+      test_s3_without_boto3_says_so: hasBoto3
+        ? "skipped 'boto3 is installed: test_s3_through_boto3_and_s3_endpoint reads s3://'"
+        : "ok",
+      test_s3_parquet_is_spooled_for_pyarrow: hasBoto3 && hasPyarrow
+        ? "ok"
+        : "skipped 'boto3 and pyarrow are needed for Parquet shards on S3'",
       test_tampered_shard_fails_the_hash_naming_both_uris_and_hashes: "ok",
       test_manifest_of_another_shard_fails_before_any_record: "ok",
       test_truncated_shard: "ok",

@@ -11,6 +11,7 @@ Without that variable only the self-contained tests run:
 import importlib.util
 import json
 import os
+import tempfile
 import unittest
 
 from datarater_manifest import (
@@ -114,6 +115,22 @@ class AgreesWithTypeScript(unittest.TestCase):
         self.assertTrue(case["shard"].startswith("s3://"))
         self.assertEqual(os.environ.get("S3_ENDPOINT"), case["endpoint"])
         self.assert_agrees(case)
+
+    @unittest.skipIf(HAS_BOTO3, "boto3 is installed: test_s3_through_boto3_and_s3_endpoint reads s3://")
+    def test_s3_without_boto3_says_so(self):
+        with self.assertRaises(MissingDependencyError) as caught:
+            read_header(CASES["s3"]["manifest"])
+        self.assertIn("boto3", str(caught.exception))
+
+    @unittest.skipUnless(HAS_BOTO3 and HAS_PYARROW,
+                         "boto3 and pyarrow are needed for Parquet shards on S3")
+    def test_s3_parquet_is_spooled_for_pyarrow(self):
+        case = CASES["s3Parquet"]
+        self.assertTrue(case["shard"].startswith("s3://"))
+        spooled = set(os.listdir(tempfile.gettempdir()))
+        self.assert_agrees(case)
+        leftovers = set(os.listdir(tempfile.gettempdir())) - spooled
+        self.assertEqual([f for f in leftovers if f.startswith("datarater-shard-")], [])
 
     def test_tampered_shard_fails_the_hash_naming_both_uris_and_hashes(self):
         case = CASES["tampered"]

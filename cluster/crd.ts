@@ -12,6 +12,7 @@
  */
 import { z } from "zod";
 import * as yaml from "js-yaml";
+import { InnerConfigSchema, RaterConfigSchema } from "../lib/config.ts";
 import {
   GROUP,
   KIND,
@@ -28,6 +29,57 @@ export const CRD_PATH = "k8s/crd/metatrainings.datarater.dev.yaml";
 
 // deno-lint-ignore no-explicit-any
 type JsonSchema = Record<string, any>;
+
+/** A CEL validation rule of a schema node (`x-kubernetes-validations`). */
+export interface CelRule {
+  /** CEL, with `self` the node's value. */
+  rule: string;
+  message: string;
+  /** Where the error points, relative to the node (Kubernetes 1.28+). */
+  fieldPath?: string;
+  reason?: "FieldValueInvalid";
+}
+
+/**
+ * `self.<x> % self.<y> == 0`. A CEL rule that reads an absent field fails, and the CRD carries no
+ * defaults (see {@link toStructuralSchema}), so a field left out reads as its zod default here, as
+ * it will in the trainer.
+ */
+function divisibleRule(node: JsonSchema, x: string, y: string): CelRule {
+  const read = (f: string) => {
+    const fallback = node.properties?.[f]?.default;
+    if (typeof fallback !== "number") throw new Error(`${f} has no numeric default`);
+    return `(has(self.${f}) ? self.${f} : ${fallback})`;
+  };
+  return {
+    rule: `${read(x)} % ${read(y)} == 0`,
+    message: `${x} must be divisible by ${y}`,
+    fieldPath: `.${y}`,
+    reason: "FieldValueInvalid",
+  };
+}
+
+/**
+ * The zod refinements that OpenAPI cannot express, as CEL rules on the nodes of the schemas they
+ * refine, so that the apiserver rejects such a spec at `kubectl apply` as the operator would.
+ * test/cluster/crd.test.ts checks each rule against its refinement.
+ */
+const CEL_RULES = new Map<unknown, (node: JsonSchema) => CelRule[]>([
+  [RaterConfigSchema, (node) => [divisibleRule(node, "dModel", "heads")]],
+  [InnerConfigSchema, (node) => [divisibleRule(node, "dModel", "heads")]],
+]);
+
+/** zod's OpenAPI output of `schema`, with the {@link CEL_RULES} of its sub-schemas attached. */
+function openApiWithRules(schema: z.ZodType, io: "input" | "output"): JsonSchema {
+  return z.toJSONSchema(schema, {
+    io,
+    target: "openapi-3.0",
+    override: (ctx) => {
+      const rules = CEL_RULES.get(ctx.zodSchema);
+      if (rules) ctx.jsonSchema["x-kubernetes-validations"] = rules(ctx.jsonSchema as JsonSchema);
+    },
+  }) as JsonSchema;
+}
 
 /**
  * Turns zod's OpenAPI 3.0 output into a Kubernetes *structural* schema: every node typed, no
@@ -98,18 +150,17 @@ export function toStructuralSchema(node: JsonSchema): JsonSchema {
     }
   }
   if (node.type === "array") out.items = toStructuralSchema(node.items);
+  if (node["x-kubernetes-validations"]) {
+    out["x-kubernetes-validations"] = structuredClone(node["x-kubernetes-validations"]);
+  }
   return out;
 }
 
 /** The CRD object (apiextensions.k8s.io/v1). */
 export function buildMetaTrainingCrd() {
-  const spec = toStructuralSchema(
-    z.toJSONSchema(MetaTrainingSpecSchema, { io: "input", target: "openapi-3.0" }) as JsonSchema,
-  );
+  const spec = toStructuralSchema(openApiWithRules(MetaTrainingSpecSchema, "input"));
   spec.description = "What to meta-train and where to run it.";
-  const status = toStructuralSchema(
-    z.toJSONSchema(MetaTrainingStatusSchema, { io: "output", target: "openapi-3.0" }) as JsonSchema,
-  );
+  const status = toStructuralSchema(openApiWithRules(MetaTrainingStatusSchema, "output"));
   status.description = "Observed state, written by the operator.";
   // Conditions are a map keyed by type (metav1.Condition convention).
   status.properties.conditions["x-kubernetes-list-type"] = "map";

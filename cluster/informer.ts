@@ -3,9 +3,9 @@
  * handlers on changes. It relists on 410 Gone, resumes from the last seen version (bookmarks keep it
  * fresh) when a watch ends, and restarts with capped exponential backoff on any other error.
  *
- * Why not the client library's `makeInformer`: its ListWatch stops for good on any error other
- * than 410 (design.md), and it does not ask for bookmarks, so after a quiet period a resumed watch
- * can start from a version the server has already forgotten. This keeps the library's `Watch`
+ * Why not the client library's `makeInformer`: its ListWatch (client-node 2.0.1) stops for good on
+ * any error other than 410, and it does not ask for bookmarks, so after a quiet period a resumed
+ * watch can start from a version the server has already forgotten. This keeps the library's `Watch`
  * (the HTTP streaming and auth) and its typed list calls, and owns only the loop.
  *
  * @example

@@ -1,5 +1,6 @@
 /**
- * The paper's compute-gain metric (`docs/method.md`, "Compute-gain metric").
+ * The paper's compute-gain metric (Calian et al. 2025), measured on a `test` split that neither
+ * meta-training (its outer objective is `heldout`) nor any tuning has seen.
  *
  * A baseline trained on unfiltered data ends at test loss `L_b` after `C_b` training FLOPs. A
  * filtered run first reaches `L_b` after `C_f` FLOPs (linearly interpolated between its evaluation

@@ -12,7 +12,7 @@
  * ```
  */
 import { fileURLToPath } from "node:url";
-import { track } from "../lib/children.ts";
+import { forEachLine, track } from "../lib/children.ts";
 import { joinUri } from "../lib/config.ts";
 import { readJsonIfExists, stat, writeObject } from "../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
@@ -131,24 +131,11 @@ async function spawnRun(specUri: string, name: string, log: (l: string) => void)
       stderr: "piped",
     }).spawn(),
   );
-  const decoder = new TextDecoder();
   let stderr = "";
-  const pump = async (stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) => {
-    let buf = "";
-    for await (const chunk of stream) {
-      buf += decoder.decode(chunk, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        onLine(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    }
-    if (buf) onLine(buf);
-  };
   const [status] = await Promise.all([
     child.status,
-    pump(child.stdout, log),
-    pump(child.stderr, (l) => (stderr += l + "\n")),
+    forEachLine(child.stdout, log),
+    forEachLine(child.stderr, (l) => (stderr += l + "\n")),
   ]);
   if (!status.success) {
     throw new Error(`downstream run ${name} failed (exit ${status.code}):\n${stderr.slice(-4000)}`);

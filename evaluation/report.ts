@@ -381,7 +381,7 @@ function targetSetSection(ts: EvaluationResult, ev: EvaluationResult, json: Repo
     return `${m} ${fmt(bestOf)}`;
   });
   return [
-    'The paper\'s other setting (`method.md`: "the user may give another target set"): the same ' +
+    "The paper's other setting (the user gives another target set): the same " +
     "mixture and trainer, with the clean-only corpus's heldout prose (documents disjoint from " +
     "`testClean`) as the outer objective. Reported beside the claims above, which use the " +
     "mixture's own heldout split as the issue asks; nothing here was tuned.",

@@ -65,3 +65,36 @@ export function stopChildrenOnSignal(
     });
   }
 }
+
+/**
+ * Calls `onLine` with each line of a child's output stream as it arrives, without the `\n` (a last
+ * line with no `\n` is passed too). Output arrives in chunks that can end anywhere, in the middle
+ * of a line or of a UTF-8 character, so text is buffered up to the next `\n` and decoded with a
+ * decoder of this stream's own (one shared with another stream would mix their partial bytes).
+ * Resolves when the stream ends.
+ *
+ * @example
+ * ```ts
+ * const child = track(new Deno.Command("deno", { args: ["run", "x.ts"], stdout: "piped" }).spawn());
+ * await forEachLine(child.stdout, (line) => console.log(`  ${line}`));
+ * ```
+ */
+export async function forEachLine(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of stream) {
+    buf += decoder.decode(chunk, { stream: true });
+    let start = 0;
+    let end;
+    while ((end = buf.indexOf("\n", start)) >= 0) {
+      onLine(buf.slice(start, end));
+      start = end + 1;
+    }
+    buf = buf.slice(start);
+  }
+  buf += decoder.decode();
+  if (buf) onLine(buf);
+}

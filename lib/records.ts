@@ -90,6 +90,30 @@ export interface ReadRecordsOptions {
   maxRowGroupBytes?: number;
 }
 
+/**
+ * Object names listed as record shards under a prefix: `.jsonl` or `.ndjson` (each optionally
+ * `.gz`) and `.parquet`. Every lister uses this one pattern so that scoring, training and the
+ * evaluation see the same shards. The name only selects objects; {@link readRecords} still detects
+ * the format by content.
+ */
+export const SHARD_PATTERN = /\.(jsonl|ndjson)(\.gz)?$|\.parquet$/;
+
+/** The shard names {@link SHARD_PATTERN} accepts, for messages. */
+export const SHARD_NAMES = ".jsonl, .ndjson (each optionally .gz) or .parquet";
+
+/**
+ * Whether an object's name (URI or path) is a record shard's.
+ *
+ * @example
+ * ```ts
+ * isShardName("s3://b/train/part-0.ndjson.gz"); // true
+ * isShardName("s3://b/train/_done.json"); // false
+ * ```
+ */
+export function isShardName(name: string): boolean {
+  return SHARD_PATTERN.test(name);
+}
+
 const GZIP_MAGIC = [0x1f, 0x8b];
 
 /** Undoes gzip if the stream starts with gzip's magic bytes; passes other bytes through. */

@@ -2,8 +2,8 @@
  * The embedded S3-compatible store: s3rver (the real S3 wire protocol over a local folder) in a
  * Node child process. The demo uses it as its default store and the tests use it as a real S3 peer.
  *
- * Known limits of s3rver (see design.md): it ignores conditional writes (`If-None-Match`), so code
- * that relies on them is tested with a fault-injecting wrapper as well.
+ * Known limits of s3rver: it ignores conditional writes (`If-None-Match`, `If-Match`), so code that
+ * relies on them is tested with a fault-injecting wrapper as well. Why Node: `s3-server-child.cjs`.
  *
  * @example
  * ```ts

@@ -20,7 +20,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
-import { stopChildrenOnSignal, track } from "../lib/children.ts";
+import { forEachLine, stopChildrenOnSignal, track } from "../lib/children.ts";
 import { joinUri, type TrainConfigInput, TrainerArtifactsSchema } from "../lib/config.ts";
 import {
   configureS3,
@@ -99,15 +99,12 @@ async function runDeno(
     stdout: "piped",
     stderr: "piped",
   }).spawn());
-  const decoder = new TextDecoder();
   let tail = "";
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s) {
-      const text = decoder.decode(chunk);
-      tail = (tail + text).slice(-4000);
-      for (const line of text.split("\n")) if (line.trim()) log(`  ${line.replace(/\r/g, "")}`);
-    }
-  };
+  const pump = (s: ReadableStream<Uint8Array>) =>
+    forEachLine(s, (line) => {
+      tail = (tail + line + "\n").slice(-4000);
+      if (line.trim()) log(`  ${line.replace(/\r/g, "")}`);
+    });
   const [status] = await Promise.all([child.status, pump(child.stdout), pump(child.stderr)]);
   if (!status.success) {
     throw new Error(`deno ${args.join(" ")} failed (exit ${status.code}):\n${tail}`);
@@ -159,11 +156,8 @@ async function startScoringFunction(env: Record<string, string>, log: (l: string
   const endpoint = `http://127.0.0.1:${port}`;
   // Drain its output so the pipes never fill (kept for errors).
   let tail = "";
-  const decoder = new TextDecoder();
   for (const s of [child.stdout, child.stderr]) {
-    (async () => {
-      for await (const c of s) tail = (tail + decoder.decode(c)).slice(-4000);
-    })();
+    forEachLine(s, (line) => (tail = (tail + line + "\n").slice(-4000)));
   }
   const deadline = Date.now() + 60_000;
   for (;;) {

@@ -8,17 +8,18 @@
  *
  * Policy: `--keep-fraction F` (default 0.5), or `--threshold T`, or `--top-k K --of B [--seed S]`.
  * Other flags: `--concurrency N` (4), `--retries N` (5), `--on-invalid fail|skip`,
- * `--id-field`, `--text-field`, `--token` (or `DATARATER_TOKEN`). Each shard `…/NAME.jsonl[.gz]`
- * or `…/NAME.parquet` gets the manifest `OUTPUT/NAME.manifest.jsonl`. Prints a JSON summary; exits 1
- * if any shard failed.
+ * `--id-field`, `--text-field`, `--token` (or `DATARATER_TOKEN`). Each shard `…/NAME.jsonl[.gz]`,
+ * `…/NAME.ndjson[.gz]` or `…/NAME.parquet` gets the manifest `OUTPUT/NAME.manifest.jsonl`. Prints
+ * a JSON summary; exits 1 if any shard failed.
  */
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
+import { isShardName, SHARD_PATTERN } from "../lib/records.ts";
 import type { Policy } from "../lib/manifest.ts";
 import { list, type ObjectInfo, stat } from "../lib/storage.ts";
 
-/** Object names treated as shards. */
-export const SHARD_PATTERN = /\.(jsonl|ndjson)(\.gz)?$|\.parquet$/;
+/** Object names treated as shards (the one pattern every shard lister uses). */
+export { SHARD_PATTERN };
 
 /** Options of {@link scoreAll}. */
 export interface ScoreAllOptions {
@@ -95,7 +96,7 @@ export async function scoreAll(
   const start = performance.now();
   const shards: string[] = [];
   for await (const obj of deps.list(options.input)) {
-    if (SHARD_PATTERN.test(obj.uri)) shards.push(obj.uri);
+    if (isShardName(obj.uri)) shards.push(obj.uri);
   }
   const retries = options.retries ?? 5;
   const backoff = options.backoffMs ?? 500;

@@ -21,7 +21,7 @@
  * ```
  */
 import { type ByteBatch, encodeBatch, headBytes } from "../lib/bytes.ts";
-import { readRecords, type RecordError } from "../lib/records.ts";
+import { isShardName, readRecords, type RecordError, SHARD_NAMES } from "../lib/records.ts";
 import { list, stat, StorageError } from "../lib/storage.ts";
 import type { Rng } from "./rng.ts";
 
@@ -57,14 +57,12 @@ export class DataError extends Error {
   }
 }
 
-const SHARD_PATTERN = /\.jsonl(\.gz)?$|\.parquet$/;
-
 /** The shard URIs of a prefix (sorted), or the URI itself if it names one object. */
 export async function listShards(uri: string): Promise<string[]> {
   const shards: string[] = [];
   const others: string[] = [];
   for await (const obj of list(uri)) {
-    if (SHARD_PATTERN.test(obj.uri)) shards.push(obj.uri);
+    if (isShardName(obj.uri)) shards.push(obj.uri);
     else others.push(obj.uri);
   }
   if (shards.length > 0) return shards.sort();
@@ -72,7 +70,7 @@ export async function listShards(uri: string): Promise<string[]> {
   if (await stat(uri)) return [uri];
   if (others.length > 0) {
     throw new DataError(
-      `no .jsonl, .jsonl.gz or .parquet shards under ${uri} (found ${others.length} other objects, e.g. ${
+      `no ${SHARD_NAMES} shards under ${uri} (found ${others.length} other objects, e.g. ${
         others[0]
       }); point the data URI at the folder of record shards`,
     );

@@ -6,6 +6,10 @@ import { describe, expect, test } from "vitest";
 import * as yaml from "js-yaml";
 import { buildMetaTrainingCrd, CRD_PATH, toStructuralSchema } from "../../cluster/crd.ts";
 import { MetaTrainingStatusSchema } from "../../cluster/metatraining.ts";
+import { InnerConfigSchema, RaterConfigSchema } from "../../lib/config.ts";
+import { evaluateCel } from "../support/cel.ts";
+import { celValidation, metaTrainingResource } from "../support/fake-apiserver.ts";
+import { sampleMetaTraining } from "./helpers.ts";
 
 // deno-lint-ignore no-explicit-any
 type Node = Record<string, any>;
@@ -98,5 +102,54 @@ describe("MetaTraining CRD", () => {
     expect(() => toStructuralSchema({ anyOf: [{ type: "string" }, { type: "boolean" }] })).toThrow(
       /cannot express anyOf/,
     );
+  });
+
+  test("dModel % heads is a CEL rule on rater and inner that agrees with the zod refinement, defaults included", () => {
+    const training = schema.properties.spec.properties.training.properties;
+    for (
+      const [name, zod] of [["rater", RaterConfigSchema], ["inner", InnerConfigSchema]] as const
+    ) {
+      const rules = training[name]["x-kubernetes-validations"];
+      expect(rules, name).toHaveLength(1);
+      expect(rules[0]).toMatchObject({
+        message: "dModel must be divisible by heads",
+        fieldPath: ".heads",
+      });
+      for (const dModel of [undefined, 4, 6, 8, 30, 64, 96, 1024]) {
+        for (const heads of [undefined, 1, 3, 4, 5, 8, 32]) {
+          const value = { ...(dModel && { dModel }), ...(heads && { heads }) };
+          expect(evaluateCel(rules[0].rule, value), `${name} ${JSON.stringify(value)}`).toBe(
+            zod.safeParse(value).success,
+          );
+        }
+      }
+    }
+  });
+
+  test("the fake API server enforces the CRD's rule, once, and relies on the CRD for it", () => {
+    const validate = metaTrainingResource().validate!;
+    const mt = sampleMetaTraining("x", { training: { rater: { dModel: 30 } } } as never);
+    expect(validate(mt, undefined)).toEqual([{
+      field: "spec.training.rater.heads",
+      message: 'Invalid value: "object": dModel must be divisible by heads',
+    }]);
+    expect(
+      validate(sampleMetaTraining("y", { training: { inner: { heads: 3 } } } as never), undefined),
+    )
+      .toEqual([{
+        field: "spec.training.inner.heads",
+        message: 'Invalid value: "object": dModel must be divisible by heads',
+      }]);
+    expect(
+      validate(
+        sampleMetaTraining("z", { training: { rater: { dModel: 32 } } } as never),
+        undefined,
+      ),
+    )
+      .toEqual([]);
+    // Without the rule in the CRD nothing reports it: the fake does not keep a copy of its own.
+    const spec = structuredClone(schema.properties.spec);
+    delete spec.properties.training.properties.rater["x-kubernetes-validations"];
+    expect(celValidation(spec, mt.spec, "spec").errors).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { liveChildren, stopChildren, track } from "../../lib/children.ts";
+import { forEachLine, liveChildren, stopChildren, track } from "../../lib/children.ts";
 
 const running = async (pid: number) => {
   try {
@@ -75,5 +75,78 @@ setInterval(() => {}, 1000);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  });
+});
+
+/** A stream that hands out `chunks` one per read, yielding to the event loop before each. */
+function chunked(chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  let i = 0;
+  return new ReadableStream({
+    async pull(c) {
+      await new Promise((r) => setTimeout(r, 0));
+      if (i === chunks.length) return c.close();
+      const ch = chunks[i++];
+      c.enqueue(typeof ch === "string" ? enc.encode(ch) : ch);
+    },
+  });
+}
+
+const linesOf = async (stream: ReadableStream<Uint8Array>) => {
+  const out: string[] = [];
+  await forEachLine(stream, (l) => out.push(l));
+  return out;
+};
+
+describe("forEachLine", () => {
+  it("joins a line split over chunks and splits a chunk holding several lines", async () => {
+    expect(
+      await linesOf(chunked(["alpha\nbr", "avo\n", "", "charlie", " delta\necho\nfox", "trot\n"])),
+    )
+      .toEqual(["alpha", "bravo", "charlie delta", "echo", "foxtrot"]);
+  });
+
+  it("passes a last line that has no newline, and nothing for a trailing newline", async () => {
+    expect(await linesOf(chunked(["one\ntwo"]))).toEqual(["one", "two"]);
+    expect(await linesOf(chunked(["one\n"]))).toEqual(["one"]);
+    expect(await linesOf(chunked([]))).toEqual([]);
+  });
+
+  it("keeps empty lines and carriage returns (callers decide what to show)", async () => {
+    expect(await linesOf(chunked(["a\n\nb\r\n", "\r50%\r100%\n"])))
+      .toEqual(["a", "", "b\r", "\r50%\r100%"]);
+  });
+
+  it("decodes a UTF-8 character split between chunks", async () => {
+    const bytes = new TextEncoder().encode("héllo ☃\nñ");
+    // Every byte its own chunk: é, ☃ and ñ each arrive in pieces.
+    const oneByOne = Array.from(bytes, (b) => Uint8Array.of(b));
+    expect(await linesOf(chunked(oneByOne))).toEqual(["héllo ☃", "ñ"]);
+  });
+
+  it("two streams read at once do not mix their partial lines or characters", async () => {
+    const enc = new TextEncoder();
+    const a = enc.encode("ä-one\nä-two\n");
+    const b = enc.encode("☃-one\n☃-two\n");
+    const split = (bytes: Uint8Array) => Array.from(bytes, (x) => Uint8Array.of(x));
+    const seen: string[] = [];
+    await Promise.all([
+      forEachLine(chunked(split(a)), (l) => seen.push(`a:${l}`)),
+      forEachLine(chunked(split(b)), (l) => seen.push(`b:${l}`)),
+    ]);
+    expect(seen.filter((l) => l.startsWith("a:"))).toEqual(["a:ä-one", "a:ä-two"]);
+    expect(seen.filter((l) => l.startsWith("b:"))).toEqual(["b:☃-one", "b:☃-two"]);
+  });
+
+  it("reads a child's output line by line however the child flushes it", async () => {
+    const child = track(
+      new Deno.Command("bash", {
+        args: ["-c", "printf 'one\\ntw'; sleep 0.1; printf 'o\\nthr'; sleep 0.1; printf 'ee'"],
+        stdout: "piped",
+      }).spawn(),
+    );
+    const [lines, status] = await Promise.all([linesOf(child.stdout), child.status]);
+    expect(status.success).toBe(true);
+    expect(lines).toEqual(["one", "two", "three"]);
   });
 });

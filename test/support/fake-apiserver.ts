@@ -15,7 +15,8 @@
  *   ERROR event, as from the real watch cache;
  * - ownerReference garbage collection (background propagation; `Orphan` honoured);
  * - validation hooks per resource (the MetaTraining spec is validated with its zod schema, as the
- *   CRD's OpenAPI schema would be), returning 422 Invalid with the field named;
+ *   CRD's OpenAPI schema would be, and with the CEL rules the CRD declares, evaluated by
+ *   `cel.ts`), returning 422 Invalid with the field named;
  * - immutable Job pod templates, DNS names, Leases and Events as plain resources.
  *
  * Tests drive "the rest of the cluster" (the Job controller, the kubelet, Kueue) through the
@@ -34,13 +35,15 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { KubeConfig } from "@kubernetes/client-node";
 import { canonicalJson } from "../../cluster/json.ts";
+import { buildMetaTrainingCrd, type CelRule } from "../../cluster/crd.ts";
 import {
   GROUP,
   KIND,
+  MetaTrainingSpecSchema,
   PLURAL,
-  validateMetaTrainingSpec,
   VERSION,
 } from "../../cluster/metatraining.ts";
+import { CelError, evaluateCel } from "./cel.ts";
 
 // deno-lint-ignore no-explicit-any
 export type KubeObject = Record<string, any> & {
@@ -116,10 +119,14 @@ export function builtinResources(): ResourceType[] {
 }
 
 /**
- * The MetaTraining custom resource, validated with the zod schema its CRD's OpenAPI schema is
- * generated from (what the real apiserver checks, plus the refinements OpenAPI cannot express).
+ * The MetaTraining custom resource, validated as the apiserver validates it against the CRD: the
+ * zod schema the CRD's OpenAPI schema is generated from stands in for that schema, and the CRD's
+ * CEL rules (`x-kubernetes-validations`) are read from the generated CRD and evaluated. A zod
+ * refinement that the CRD expresses as a CEL rule is enforced through the rule alone, so a rule
+ * missing from the CRD shows up here as a spec the fake accepts.
  */
 export function metaTrainingResource(): ResourceType {
+  const specSchema = buildMetaTrainingCrd().spec.versions[0].schema.openAPIV3Schema.properties.spec;
   return {
     group: GROUP,
     version: VERSION,
@@ -128,13 +135,70 @@ export function metaTrainingResource(): ResourceType {
     statusSubresource: true,
     custom: true,
     validate: (obj) => {
-      const result = validateMetaTrainingSpec(obj.spec);
-      return result.ok ? [] : result.issues.map((i) => ({
-        field: i.field,
-        message: `Invalid value: ${JSON.stringify(valueAt(obj, i.field)) ?? "null"}: ${i.message}`,
-      }));
+      if (obj.spec === undefined || obj.spec === null) {
+        return [{ field: "spec", message: "Required value" }];
+      }
+      const cel = celValidation(specSchema, obj.spec, "spec");
+      const result = MetaTrainingSpecSchema.safeParse(obj.spec);
+      const schemaErrors = result.success ? [] : result.error.issues
+        .map((i) => ({ ...i, field: ["spec", ...i.path.map(String)].join(".") }))
+        .filter((i) => !(i.code === "custom" && cel.ruleFields.has(i.field)))
+        .map((i) => ({
+          field: i.field,
+          message: `Invalid value: ${
+            JSON.stringify(valueAt(obj, i.field)) ?? "null"
+          }: ${i.message}`,
+        }));
+      return [...schemaErrors, ...cel.errors];
     },
   };
+}
+
+// deno-lint-ignore no-explicit-any
+type SchemaNode = Record<string, any>;
+
+/**
+ * Evaluates every `x-kubernetes-validations` rule of `schema` on the parts of `value` present, as
+ * the apiserver does: a rule that is false or fails to evaluate is an error at the node (plus the
+ * rule's `fieldPath`). `ruleFields`: the fields the evaluated rules report on.
+ */
+export function celValidation(
+  schema: SchemaNode,
+  value: unknown,
+  path: string,
+): { errors: FieldError[]; ruleFields: Set<string> } {
+  const errors: FieldError[] = [];
+  const ruleFields = new Set<string>();
+  const visit = (node: SchemaNode, v: unknown, at: string) => {
+    if (v === undefined || v === null) return;
+    for (const r of (node["x-kubernetes-validations"] ?? []) as CelRule[]) {
+      const field = at + (r.fieldPath ?? "");
+      ruleFields.add(field);
+      let ok: boolean;
+      let why = r.message;
+      try {
+        ok = evaluateCel(r.rule, v) === true;
+      } catch (err) {
+        if (!(err instanceof CelError)) throw err;
+        ok = false;
+        why = `${r.message} (${err.message})`;
+      }
+      const shown = Array.isArray(v) ? "array" : typeof v === "object" ? "object" : String(v);
+      if (!ok) errors.push({ field, message: `Invalid value: "${shown}": ${why}` });
+    }
+    if (Array.isArray(v) && node.items) {
+      v.forEach((item, i) => visit(node.items, item, `${at}[${i}]`));
+    } else if (typeof v === "object" && !Array.isArray(v)) {
+      const obj = v as Record<string, unknown>;
+      for (const [k, child] of Object.entries(obj)) {
+        const sub = node.properties?.[k] ??
+          (typeof node.additionalProperties === "object" ? node.additionalProperties : undefined);
+        if (sub) visit(sub, child, `${at}.${k}`);
+      }
+    }
+  };
+  visit(schema, value, path);
+  return { errors, ruleFields };
 }
 
 function valueAt(obj: unknown, path: string): unknown {

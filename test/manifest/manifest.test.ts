@@ -13,11 +13,12 @@ import {
   readManifest,
   readManifestEntries,
   readManifestHeader,
+  readManifestHeaderIfExists,
   ScoreSummaryBuilder,
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
-import { FileStorage } from "../../lib/storage.ts";
+import { FileStorage, MemoryStorage, NotFoundError } from "../../lib/storage.ts";
 import { createHash } from "node:crypto";
 
 const storage = new FileStorage();
@@ -287,5 +288,20 @@ describe("manifest reader", () => {
     await expect(readManifestHeader(storage, empty)).rejects.toThrowError(
       /is empty: expected a manifest/,
     );
+  });
+});
+
+describe("readManifestHeaderIfExists", () => {
+  it("is null where there is no object, the header where there is a manifest, and throws for anything else", async () => {
+    const store = new MemoryStorage();
+    const uri = "s3://bucket/out/part-0.manifest.jsonl";
+    expect(await readManifestHeaderIfExists(store, uri)).toBeNull();
+    await expect(readManifestHeader(store, uri)).rejects.toBeInstanceOf(NotFoundError);
+    const h = header();
+    await store.write(uri, JSON.stringify(h) + "\n");
+    expect(await readManifestHeaderIfExists(store, uri)).toEqual(h);
+    const other = "s3://bucket/out/notes.txt";
+    await store.write(other, "not json\n");
+    await expect(readManifestHeaderIfExists(store, other)).rejects.toBeInstanceOf(ManifestError);
   });
 });

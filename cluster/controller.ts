@@ -8,6 +8,7 @@
  * ```ts
  * const controller = new MetaTrainingController({
  *   kubeConfig: kc,
+ *   storage: storageFromEnv(Deno.env.toObject()), // where the trainers write their reports
  *   settings: { trainerImage: "ghcr.io/example/datarater-trainer:0.1.0" },
  *   leaderElection: { namespace: "datarater-system", identity: Deno.hostname() },
  * });

@@ -10,8 +10,8 @@
  *
  * @example
  * ```ts
- * await saveCheckpoint(output, state);
- * const latest = await loadLatestCheckpoint(output); // or null
+ * await saveCheckpoint(storage, output, state);
+ * const latest = await loadLatestCheckpoint(storage, output); // or null
  * ```
  */
 import * as tf from "@tensorflow/tfjs";

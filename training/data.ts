@@ -16,7 +16,7 @@
  *
  * @example
  * ```ts
- * const train = await loadDataset("s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
+ * const train = await loadDataset(storage, "s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
  * const { lm, rater } = sampleBatch(train, 32, rng, 64, "random"); // ByteBatch each
  * ```
  */

@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * const client = new KubeOperatorClient(kubeConfig);
- * await reconcileMetaTraining({ client, runs: storageRunReader }, "default/my-run");
+ * await reconcileMetaTraining({ client, runs: new RunReader(storage) }, "default/my-run");
  * ```
  */
 import {

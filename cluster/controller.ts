@@ -8,6 +8,7 @@
  * ```ts
  * const controller = new MetaTrainingController({
  *   kubeConfig: kc,
+ *   storage: storageFromEnv(Deno.env.toObject()), // where the trainers write their reports
  *   settings: { trainerImage: "ghcr.io/example/datarater-trainer:0.1.0" },
  *   leaderElection: { namespace: "datarater-system", identity: Deno.hostname() },
  * });
@@ -38,14 +39,15 @@ import {
   VERSION,
 } from "./metatraining.ts";
 import { reconcileMetaTraining, type ReconcileResult } from "./reconcile.ts";
-import { type RunReader, storageRunReader } from "./runs.ts";
+import { RunReader } from "./runs.ts";
+import type { Storage } from "../lib/storage.ts";
 import { WorkQueue, type WorkQueueOptions } from "./workqueue.ts";
 
 export interface ControllerOptions {
   kubeConfig: KubeConfig;
   settings: OperatorSettings;
-  /** Where progress and artifacts are read from. Default: storage (S3 or files). */
-  runs?: RunReader;
+  /** Where the trainers write progress and artifacts (S3 or files), read on each resync. */
+  storage: Storage;
   /** Watch one namespace; all namespaces when unset. */
   namespace?: string;
   /** Concurrent reconciles. Default 4. */
@@ -257,7 +259,7 @@ export class MetaTrainingController {
     const client: OperatorClient = new CachedOperatorClient(kc, metaTrainings, jobs, configMaps);
     const ctx = {
       client,
-      runs: this.options.runs ?? storageRunReader,
+      runs: new RunReader(this.options.storage),
       settings: this.options.settings,
       progressPollMs: this.options.progressPollMs,
       identity: this.options.leaderElection?.identity,

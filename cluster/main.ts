@@ -10,6 +10,7 @@
 import { parseArgs } from "node:util";
 import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
+import { storageFromEnv } from "../lib/storage.ts";
 import { MetaTrainingController } from "./controller.ts";
 
 const USAGE = `Usage: deno task operator [options]
@@ -102,6 +103,7 @@ async function main(): Promise<number> {
   const log = (message: string) => console.log(`${new Date().toISOString()} ${message}`);
   const controller = new MetaTrainingController({
     kubeConfig: kc,
+    storage: storageFromEnv(Deno.env.toObject()),
     settings: {
       trainerImage: args.trainerImage,
       outputPrefix: args.outputPrefix,

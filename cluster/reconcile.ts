@@ -8,7 +8,7 @@
  * @example
  * ```ts
  * const result = await reconcileMetaTraining(
- *   { client: new KubeOperatorClient(kc), runs: storageRunReader, settings: { trainerImage: "ghcr.io/x/trainer:1" } },
+ *   { client: new KubeOperatorClient(kc), runs: new RunReader(storage), settings: { trainerImage: "ghcr.io/x/trainer:1" } },
  *   "default/my-run",
  * );
  * if (result.requeueAfterMs) queue.addAfter("default/my-run", result.requeueAfterMs);

@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * const progress = await storageRunReader.readProgress("s3://bucket/runs/a/");
+ * const progress = await new RunReader(storage).readProgress("s3://bucket/runs/a/");
  * ```
  */
 import {
@@ -21,13 +21,7 @@ import {
   type TrainerProgress,
   TrainerProgressSchema,
 } from "../lib/config.ts";
-import { readJsonIfExists } from "../lib/storage.ts";
-
-/** Reads a run's reports; undefined when the trainer has not written them yet. */
-export interface RunReader {
-  readProgress(output: string): Promise<TrainerProgress | undefined>;
-  readArtifacts(output: string): Promise<TrainerArtifacts | undefined>;
-}
+import type { Storage } from "../lib/storage.ts";
 
 /** A report exists but is not what the trainer's schema says it should be. */
 export class RunReportError extends Error {
@@ -38,33 +32,37 @@ export class RunReportError extends Error {
 }
 
 async function readReport<T>(
+  storage: Storage,
   uri: string,
   schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: Error } },
 ): Promise<T | undefined> {
-  const raw = await readJsonIfExists(uri);
+  const raw = await storage.readJsonIfExists(uri);
   if (raw === null) return undefined;
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new RunReportError(uri, parsed.error.message);
   return parsed.data;
 }
 
-/** {@link RunReader} over `lib/storage.ts` (S3 or files, credentials from the environment). */
-export const storageRunReader: RunReader = {
-  readProgress: (output) => readReport(joinUri(output, RUN_LAYOUT.progress), TrainerProgressSchema),
-  readArtifacts: (output) =>
-    readReport(joinUri(output, RUN_LAYOUT.artifacts), TrainerArtifactsSchema),
-};
+/**
+ * Reads a run's reports from the storage the trainer writes them to; undefined when the trainer
+ * has not written them yet. Throws {@link RunReportError} for a report that does not parse.
+ *
+ * @example
+ * ```ts
+ * const runs = new RunReader(storageFromEnv(Deno.env.toObject()));
+ * const artifacts = await runs.readArtifacts("s3://bucket/runs/a/");
+ * ```
+ */
+export class RunReader {
+  constructor(readonly storage: Storage) {}
 
-/** An in-memory {@link RunReader} for tests: set reports per output URI. */
-export class MemoryRunReader implements RunReader {
-  readonly progress = new Map<string, TrainerProgress>();
-  readonly artifacts = new Map<string, TrainerArtifacts>();
-
+  /** `<output>/progress.json`, validated. */
   readProgress(output: string): Promise<TrainerProgress | undefined> {
-    return Promise.resolve(this.progress.get(output));
+    return readReport(this.storage, joinUri(output, RUN_LAYOUT.progress), TrainerProgressSchema);
   }
 
+  /** `<output>/artifacts.json`, validated. */
   readArtifacts(output: string): Promise<TrainerArtifacts | undefined> {
-    return Promise.resolve(this.artifacts.get(output));
+    return readReport(this.storage, joinUri(output, RUN_LAYOUT.artifacts), TrainerArtifactsSchema);
   }
 }

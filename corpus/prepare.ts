@@ -35,7 +35,7 @@ import { dirname, join } from "node:path";
 import { createRequire } from "node:module";
 import { Rng } from "../training/rng.ts";
 import { joinUri } from "../lib/config.ts";
-import { readText, stat, writeObject } from "../lib/storage.ts";
+import type { Storage } from "../lib/storage.ts";
 import { encodeJsonlGz } from "../lib/records.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -548,6 +548,7 @@ export function shardName(index: number): string {
 }
 
 async function writeDataset(
+  storage: Storage,
   prefix: string,
   records: CorpusRecord[],
   shardSize: number,
@@ -561,7 +562,7 @@ async function writeDataset(
       bySource[r.source] = (bySource[r.source] ?? 0) + 1;
       bytes += encoder.encode(r.text).length;
     }
-    await writeObject(joinUri(prefix, shardName(shards)), await encodeJsonlGz(chunk), {
+    await storage.write(joinUri(prefix, shardName(shards)), await encodeJsonlGz(chunk), {
       contentType: "application/gzip",
     });
     shards++;
@@ -579,6 +580,7 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
  * rewrites the same shards, since the output is deterministic, and `corpus.json` goes last).
  */
 export async function prepareCorpus(
+  storage: Storage,
   output: string,
   options: CorpusOptions & { shardSize: number },
   log: (line: string) => void = () => {},
@@ -587,8 +589,8 @@ export async function prepareCorpus(
     throw new CorpusSizeError(`--shard-size must be a positive integer, got ${options.shardSize}`);
   }
   const summaryUri = joinUri(output, CORPUS_LAYOUT.summary);
-  if (await stat(summaryUri)) {
-    const existing = JSON.parse(await readText(summaryUri)) as CorpusSummary;
+  if (await storage.stat(summaryUri)) {
+    const existing = JSON.parse(await storage.readText(summaryUri)) as CorpusSummary;
     if (JSON.stringify(existing.options) === JSON.stringify(options)) {
       return { ...existing, reused: true };
     }
@@ -603,7 +605,7 @@ export async function prepareCorpus(
   const datasets = {} as CorpusSummary["datasets"];
   for (const key of Object.keys(corpus) as (keyof Corpus)[]) {
     const prefix = joinUri(output, CORPUS_LAYOUT[key]);
-    datasets[key] = await writeDataset(prefix, corpus[key], options.shardSize);
+    datasets[key] = await writeDataset(storage, prefix, corpus[key], options.shardSize);
     log(`wrote ${prefix} (${corpus[key].length} records, ${datasets[key].shards} shards)`);
   }
   const summary: CorpusSummary = {
@@ -612,7 +614,7 @@ export async function prepareCorpus(
     datasets,
     corruptions: CORRUPTIONS.map(({ kind, levels, doc }) => ({ kind, levels, doc })),
   };
-  await writeObject(summaryUri, JSON.stringify(summary, null, 2) + "\n", {
+  await storage.write(summaryUri, JSON.stringify(summary, null, 2) + "\n", {
     contentType: "application/json",
   });
   return { ...summary, reused: false };

@@ -4,14 +4,14 @@
  *
  * @example
  * ```ts
- * const train = await loadRecords("s3://b/corpus/train/");
+ * const train = await loadRecords(storage, "s3://b/corpus/train/");
  * const kept = await loadKeptRecords("s3://b/manifests/keep-0.75/");
  * ```
  */
 import { keptRecords, readManifest } from "../lib/manifest.ts";
 import { encodeJsonlGz, readRecords } from "../lib/records.ts";
 import { joinUri } from "../lib/config.ts";
-import { list, writeObject } from "../lib/storage.ts";
+import type { Storage } from "../lib/storage.ts";
 import { listShards } from "../training/data.ts";
 
 /** A record with the fields the analysis uses. */
@@ -28,10 +28,10 @@ export interface EvalRecord {
 }
 
 /** All records of every shard under a prefix (or one shard), in shard then line order. */
-export async function loadRecords(prefix: string): Promise<EvalRecord[]> {
+export async function loadRecords(storage: Storage, prefix: string): Promise<EvalRecord[]> {
   const out: EvalRecord[] = [];
-  for (const shard of await listShards(prefix)) {
-    for await (const r of readRecords(shard, { onInvalid: "skip" })) {
+  for (const shard of await listShards(storage, prefix)) {
+    for await (const r of readRecords(storage, shard, { onInvalid: "skip" })) {
       out.push({
         id: r.id,
         text: r.text,
@@ -46,9 +46,9 @@ export async function loadRecords(prefix: string): Promise<EvalRecord[]> {
 }
 
 /** Manifest URIs under a prefix, sorted (every object whose name ends in `.jsonl` or `.manifest.jsonl`). */
-export async function listManifests(prefix: string): Promise<string[]> {
+export async function listManifests(storage: Storage, prefix: string): Promise<string[]> {
   const out: string[] = [];
-  for await (const o of list(prefix.endsWith("/") ? prefix : prefix + "/")) {
+  for await (const o of storage.list(prefix.endsWith("/") ? prefix : prefix + "/")) {
     if (/\.jsonl$/.test(o.uri)) out.push(o.uri);
   }
   if (out.length === 0) {
@@ -58,16 +58,17 @@ export async function listManifests(prefix: string): Promise<string[]> {
 }
 
 /** Texts of the records the manifests under `prefix` keep (joined with their shards and verified). */
-export async function loadKeptTexts(prefix: string): Promise<string[]> {
+export async function loadKeptTexts(storage: Storage, prefix: string): Promise<string[]> {
   const out: string[] = [];
-  for (const m of await listManifests(prefix)) {
-    for await (const r of keptRecords(m)) out.push(r.text);
+  for (const m of await listManifests(storage, prefix)) {
+    for await (const r of keptRecords(storage, m)) out.push(r.text);
   }
   return out;
 }
 
 /** Every manifest entry under a prefix, keyed by `shard#line` and by id, for joining with {@link EvalRecord}s. */
 export async function loadScores(
+  storage: Storage,
   prefix: string,
 ): Promise<{
   scores: Map<string, { score: number; keep: boolean }>;
@@ -79,8 +80,8 @@ export async function loadScores(
   const byId = new Map<string, { score: number; keep: boolean }>();
   let threshold: number | null = null;
   let records = 0;
-  for (const m of await listManifests(prefix)) {
-    const { header, entries } = await readManifest(m);
+  for (const m of await listManifests(storage, prefix)) {
+    const { header, entries } = await readManifest(storage, m);
     threshold = header.threshold;
     records += header.counts.records;
     for await (const e of entries) {
@@ -102,6 +103,7 @@ export function recordKey(r: Pick<EvalRecord, "shard" | "line">): string {
  * `_done.json` marker with `info`; a prefix that has the marker is complete and is reused.
  */
 export async function writeRecordShards(
+  storage: Storage,
   prefix: string,
   records: { id: string; text: string; source?: string }[],
   info: Record<string, unknown>,
@@ -113,12 +115,12 @@ export async function writeRecordShards(
       text,
       source,
     }));
-    await writeObject(
+    await storage.write(
       joinUri(prefix, `shard-${String(n).padStart(5, "0")}.jsonl.gz`),
       await encodeJsonlGz(chunk),
     );
   }
-  await writeObject(
+  await storage.write(
     joinUri(prefix, "_done.json"),
     JSON.stringify({ records: records.length, ...info }) + "\n",
   );

@@ -8,13 +8,13 @@
  *
  * @example
  * ```ts
- * const result = await runEvaluation({ variant: "mixture", train: "s3://b/c/train/", ... });
+ * const result = await runEvaluation(storage, { variant: "mixture", train: "s3://b/c/train/", ... });
  * ```
  */
 import { fileURLToPath } from "node:url";
 import { forEachLine, track } from "../lib/children.ts";
 import { joinUri } from "../lib/config.ts";
-import { readJsonIfExists, stat, writeObject } from "../lib/storage.ts";
+import type { Storage } from "../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
 import { type EvalRecord, loadRecords, loadScores, writeRecordShards } from "./data.ts";
 import {
@@ -65,6 +65,11 @@ export interface EvaluationInput {
   output: string;
   /** Runs at once (each is a process on its own core). */
   jobs: number;
+  /**
+   * Environment of the run processes, which build their storage from it (e.g. `s3SettingsToEnv`
+   * of the store's settings; default: this process's environment).
+   */
+  runEnv?: Record<string, string>;
 }
 
 /** A run reduced to what the report needs. */
@@ -123,10 +128,16 @@ export function pct(f: number): string {
 }
 
 /** Spawns one run as a process; resolves when its result exists. */
-async function spawnRun(specUri: string, name: string, log: (l: string) => void): Promise<void> {
+async function spawnRun(
+  specUri: string,
+  name: string,
+  env: Record<string, string> | undefined,
+  log: (l: string) => void,
+): Promise<void> {
   const child = track(
     new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", RUN_SCRIPT, specUri],
+      env,
       stdout: "piped",
       stderr: "piped",
     }).spawn(),
@@ -180,12 +191,13 @@ function summarizeRun(r: RunResult): RunSummary {
  * missing ones, and computes gains and the rater analysis.
  */
 export async function runEvaluation(
+  storage: Storage,
   input: EvaluationInput,
   log: (line: string) => void = (l) => console.error(l),
 ): Promise<EvaluationResult> {
   const out = (name: string) => joinUri(input.output, name);
   log(`[${input.variant}] loading ${input.train}`);
-  const train = await loadRecords(input.train);
+  const train = await loadRecords(storage, input.train);
   const filterFlops: Record<string, number> = {};
   const keepRates: Record<string, Record<string, number>> = {};
   let heuristicReasons: Record<string, number> = {};
@@ -201,7 +213,7 @@ export async function runEvaluation(
   ];
   const materialise = async (key: string, make: () => Promise<FilterOutput> | FilterOutput) => {
     const prefix = out(`filtered/${key}/`);
-    const done = await readJsonIfExists<
+    const done = await storage.readJsonIfExists<
       {
         inferenceFlops: number;
         keepRates: Record<string, number>;
@@ -218,7 +230,7 @@ export async function runEvaluation(
     }
     const f = await make();
     const rates = keepRatesBySource(train, f.kept);
-    await writeRecordShards(prefix, f.kept, {
+    await writeRecordShards(storage, prefix, f.kept, {
       inferenceFlops: f.inferenceFlops,
       keepRates: rates,
       reasons: f.reasons,
@@ -254,7 +266,7 @@ export async function runEvaluation(
         log(`[${input.variant}] training the perplexity filter's LM on ${input.heldout}`);
         await useBackend("wasm");
         installFastTransposedMatMul();
-        const heldout = (await loadRecords(input.heldout)).map((r) => r.text);
+        const heldout = (await loadRecords(storage, input.heldout)).map((r) => r.text);
         scorer = await perplexityScores(heldout, train, { ...input.downstream, seed: 4321 });
       }
       return scorer;
@@ -286,7 +298,7 @@ export async function runEvaluation(
   let rated: { score: number; source: string; text: string }[] = [];
   for (const f of input.fractions) {
     // Join by shard and line; fall back to the id where the scorer spelled the shard URI differently.
-    const { scores, byId } = await loadScores(input.raterManifests[String(f)]);
+    const { scores, byId } = await loadScores(storage, input.raterManifests[String(f)]);
     const kept: EvalRecord[] = [];
     const scoredRecords: { score: number; source: string; text: string }[] = [];
     for (const r of train) {
@@ -351,7 +363,7 @@ export async function runEvaluation(
     }
   }
   const todo: RunSpec[] = [];
-  for (const s of specs) if (!(await stat(s.output))) todo.push(s);
+  for (const s of specs) if (!(await storage.stat(s.output))) todo.push(s);
   log(
     `[${input.variant}] ${specs.length} downstream runs, ${
       specs.length - todo.length
@@ -360,8 +372,8 @@ export async function runEvaluation(
   let finished = 0;
   await pool(todo, input.jobs, async (spec) => {
     const specUri = out(`specs/${spec.name}.json`);
-    await writeObject(specUri, JSON.stringify(spec) + "\n");
-    await spawnRun(specUri, spec.name, (line) => {
+    await storage.write(specUri, JSON.stringify(spec) + "\n");
+    await spawnRun(specUri, spec.name, input.runEnv, (line) => {
       try {
         const p = JSON.parse(line) as {
           step?: number;
@@ -381,7 +393,7 @@ export async function runEvaluation(
   });
   const results: RunResult[] = [];
   for (const s of specs) {
-    const r = await readJsonIfExists<RunResult>(s.output);
+    const r = await storage.readJsonIfExists<RunResult>(s.output);
     if (!r) throw new Error(`run ${s.name} has no result at ${s.output}`);
     results.push(r);
   }

@@ -9,11 +9,13 @@
  *
  * @example
  * ```ts
- * const { files } = await writeReport("out/report/", { mixture, cleanOnly }, { preset: "quick" });
+ * const { files } = await writeReport(storage, "out/report/", { mixture, cleanOnly }, {
+ *   preset: "quick",
+ * });
  * ```
  */
 import { joinUri } from "../lib/config.ts";
-import { writeObject } from "../lib/storage.ts";
+import type { Storage } from "../lib/storage.ts";
 import type { SeedSummary } from "./compute-gain.ts";
 import { type EvaluationResult, type MethodGain, pct, type RunSummary } from "./evaluation.ts";
 
@@ -424,6 +426,7 @@ export interface ReportInput {
 
 /** Writes report.md, report.json and the plots under `dir`; returns the URIs written. */
 export async function writeReport(
+  storage: Storage,
   dir: string,
   input: ReportInput,
 ): Promise<{ files: string[]; json: ReportJson }> {
@@ -658,13 +661,13 @@ export async function writeReport(
   const files: string[] = [];
   for (const p of plots) {
     const uri = joinUri(dir, p.file);
-    await writeObject(uri, p.svg, { contentType: "image/svg+xml" });
+    await storage.write(uri, p.svg, { contentType: "image/svg+xml" });
     files.push(uri);
   }
-  await writeObject(joinUri(dir, "report.json"), JSON.stringify(json, null, 2) + "\n", {
+  await storage.write(joinUri(dir, "report.json"), JSON.stringify(json, null, 2) + "\n", {
     contentType: "application/json",
   });
-  await writeObject(joinUri(dir, "report.md"), md.join("\n"), { contentType: "text/markdown" });
+  await storage.write(joinUri(dir, "report.md"), md.join("\n"), { contentType: "text/markdown" });
   files.push(joinUri(dir, "report.json"), joinUri(dir, "report.md"));
   return { files, json };
 }

@@ -8,10 +8,10 @@
  *
  * @example
  * ```sh
- * deno run -A evaluation/run.ts /tmp/spec.json
+ * S3_ENDPOINT=http://127.0.0.1:9000 deno run -A evaluation/run.ts s3://bucket/specs/run.json
  * ```
  */
-import { readText, stat, writeObject } from "../lib/storage.ts";
+import { type Storage, storageFromEnv } from "../lib/storage.ts";
 import { useBackend } from "../training/backend.ts";
 import { loadKeptTexts, loadRecords } from "./data.ts";
 import { type DownstreamConfig, type DownstreamResult, trainDownstream } from "./trainer.ts";
@@ -49,6 +49,7 @@ export interface RunResult extends DownstreamResult {
 
 /** Trains and evaluates one run; returns the result (also written to `spec.output`). */
 export async function executeRun(
+  storage: Storage,
   spec: RunSpec,
   log: (line: string) => void = () => {},
 ): Promise<RunResult> {
@@ -56,11 +57,11 @@ export async function executeRun(
   await useBackend("wasm");
   installFastTransposedMatMul();
   const train = spec.data.kind === "records"
-    ? (await loadRecords(spec.data.prefix)).map((r) => r.text)
-    : await loadKeptTexts(spec.data.prefix);
+    ? (await loadRecords(storage, spec.data.prefix)).map((r) => r.text)
+    : await loadKeptTexts(storage, spec.data.prefix);
   const evalSets: Record<string, string[]> = {};
   for (const [name, prefix] of Object.entries(spec.evalSets)) {
-    evalSets[name] = (await loadRecords(prefix)).map((r) => r.text);
+    evalSets[name] = (await loadRecords(storage, prefix)).map((r) => r.text);
   }
   const result = await trainDownstream(
     train,
@@ -78,7 +79,7 @@ export async function executeRun(
       ),
   );
   const out: RunResult = { ...result, spec, wallSeconds: (performance.now() - started) / 1000 };
-  await writeObject(spec.output, JSON.stringify(out) + "\n", { contentType: "application/json" });
+  await storage.write(spec.output, JSON.stringify(out) + "\n", { contentType: "application/json" });
   return out;
 }
 
@@ -88,12 +89,16 @@ if (import.meta.main) {
     console.error("usage: deno run -A evaluation/run.ts SPEC_URI");
     Deno.exit(2);
   }
+  // The parent passes the store's settings in this process's environment (see evaluation.ts).
+  const storage = storageFromEnv(Deno.env.toObject());
   try {
-    const spec = JSON.parse(await readText(specUri)) as RunSpec & { config: DownstreamConfig };
-    if (await stat(spec.output)) {
+    const spec = JSON.parse(await storage.readText(specUri)) as RunSpec & {
+      config: DownstreamConfig;
+    };
+    if (await storage.stat(spec.output)) {
       console.log(JSON.stringify({ run: spec.name, reused: true }));
     } else {
-      await executeRun(spec, (l) => console.log(l));
+      await executeRun(storage, spec, (l) => console.log(l));
     }
   } catch (e) {
     console.error(e instanceof Error ? e.stack ?? e.message : String(e));

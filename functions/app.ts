@@ -11,7 +11,8 @@
  *
  * @example
  * ```ts
- * const app = createApp({ allowedRoots: ["s3://corpus/"] });
+ * const storage = storageFromEnv(Deno.env.toObject());
+ * const app = createApp({ storage, allowedRoots: ["s3://corpus/"] });
  * const res = await app.request("/v1/score", { method: "POST", body: JSON.stringify(req) });
  * Deno.serve({ port: 8080 }, app.fetch);
  * ```
@@ -19,18 +20,20 @@
 import { timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { formatUri, parseUri } from "../lib/storage.ts";
+import { formatUri, parseUri, type Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
 import { ModelCache } from "./models.ts";
 import { type ScoreRequest, ScoreRequestSchema, scoreShard } from "./score.ts";
-import { defaultStorage, type ScoringStorage } from "./storage.ts";
 
 /** Configuration of {@link createApp}; every limit has a default. */
 export interface AppOptions {
-  /** Storage (default: S3 from the environment + local files). Tests inject fault wrappers. */
-  storage?: ScoringStorage;
+  /**
+   * Where models, shards and manifests are read and written (the server's is `storageFromEnv` in
+   * `lib/storage.ts`; tests pass fault-injecting wrappers).
+   */
+  storage: Storage;
   /**
    * URI roots the function may read and write (`s3://bucket/`, `s3://bucket/prefix/`,
    * `file:///dir/`). Anything else is a 403. Empty: every score request is refused.
@@ -94,8 +97,8 @@ function tokenMatches(given: string, expected: string): boolean {
 }
 
 /** Builds the scoring app (see the module documentation). */
-export function createApp(options: AppOptions = {}): ScoringApp {
-  const storage = options.storage ?? defaultStorage;
+export function createApp(options: AppOptions): ScoringApp {
+  const storage = options.storage;
   const roots = (options.allowedRoots ?? []).map(normaliseRoot);
   const metrics = new ScoringMetrics();
   const pool = new InferencePool({

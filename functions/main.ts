@@ -11,9 +11,10 @@
  *   `DATARATER_THREADS_PER_WORKER`, `DATARATER_MAX_MODELS`: limits (see `AppOptions`).
  * - `DATARATER_INFERENCE_RUNTIME`: `node` (onnxruntime-node), `web` (onnxruntime-web WASM, for
  *   hosts that can't load native addons) or `auto` (node, else web; default).
- * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (lib/storage.ts).
+ * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (read once here, by `storageFromEnv` in lib/storage.ts).
  */
 import { z } from "zod";
+import { storageFromEnv } from "../lib/storage.ts";
 import { type AppOptions, createApp } from "./app.ts";
 
 const list = z.string().optional().transform((s) =>
@@ -51,6 +52,7 @@ export function optionsFromEnv(env: Record<string, string>): { port: number; app
   return {
     port: e.PORT,
     app: {
+      storage: storageFromEnv(env),
       allowedRoots: e.DATARATER_ALLOWED_ROOTS,
       token: e.DATARATER_TOKEN,
       warmModels: e.DATARATER_WARM_MODELS,

@@ -6,10 +6,9 @@
  */
 import { createHash } from "node:crypto";
 import type { ScoreCalibration } from "../lib/calibration.ts";
-import type { ObjectInfo } from "../lib/storage.ts";
+import type { ObjectInfo, Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { type InferencePool, NotADataRaterModelError } from "./inference.ts";
-import type { ScoringStorage } from "./storage.ts";
 
 /** A loaded rater. */
 export interface LoadedModel {
@@ -29,7 +28,7 @@ export class ModelCache {
   #digestRefs = new Map<string, Set<string>>(); // digest → cache keys
 
   constructor(
-    private readonly storage: ScoringStorage,
+    private readonly storage: Storage,
     private readonly pool: InferencePool,
     private readonly options: {
       maxModels: number;

@@ -21,21 +21,21 @@ import {
   hashingStream,
   MANIFEST_KIND,
   MANIFEST_VERSION,
+  ManifestError,
   type ManifestHeader,
   ManifestSpool,
   MAX_REPORTED_INVALID,
-  parseManifestHeader,
   type Policy,
   PolicySchema,
+  readManifestHeaderIfExists,
   ScoreSummaryBuilder,
 } from "../lib/manifest.ts";
-import { ParquetError, readRecords, RecordError, splitLines } from "../lib/records.ts";
-import type { ObjectInfo } from "../lib/storage.ts";
+import { ParquetError, readRecords, RecordError } from "../lib/records.ts";
+import type { ObjectInfo, Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { InferenceError, type InferencePool } from "./inference.ts";
 import type { LoadedModel, ModelCache } from "./models.ts";
 import type { ScoringMetrics } from "./metrics.ts";
-import type { ScoringStorage } from "./storage.ts";
 
 /** The body of `POST /v1/score`. */
 export const ScoreRequestSchema = z.object({
@@ -67,7 +67,7 @@ export interface ScoreResult {
 
 /** What {@link scoreShard} needs. */
 export interface ScoreDeps {
-  storage: ScoringStorage;
+  storage: Storage;
   models: ModelCache;
   pool: InferencePool;
   metrics: ScoringMetrics;
@@ -108,37 +108,23 @@ export function makeDecider(policy: Policy, calibration: ScoreCalibration): Deci
   }
 }
 
-/** Reads an existing manifest's header, or null if there is none. */
-export async function readExistingHeader(
-  storage: ScoringStorage,
-  uri: string,
-): Promise<ManifestHeader | null> {
-  let stream: ReadableStream<Uint8Array>;
+/**
+ * The header of the manifest already at `uri`, or null if there is none; storage failures and
+ * objects that are not manifests become the API's errors.
+ */
+async function existingManifest(storage: Storage, uri: string): Promise<ManifestHeader | null> {
   try {
-    stream = await storage.readObject(uri);
+    return await readManifestHeaderIfExists(storage, uri);
   } catch (e) {
-    if ((e as Error).name === "NotFoundError") return null;
-    throw new ApiError("storage_error", `cannot read ${uri}: ${(e as Error).message}`, { uri });
-  }
-  const lines = splitLines(stream);
-  try {
-    const first = await lines.next();
-    let value: unknown = null;
-    try {
-      value = first.done ? null : JSON.parse(new TextDecoder().decode(first.value[1]));
-    } catch { /* reported below */ }
-    try {
-      return parseManifestHeader(value, uri);
-    } catch (e) {
+    if (e instanceof ManifestError) {
       throw new ApiError(
         "conflict",
-        `output ${uri} exists and is not a manifest (${(e as Error).message}): ` +
+        `output ${uri} exists and is not a manifest (${e.message}): ` +
           "choose another output URI; it is never overwritten",
         { field: "output", uri },
       );
     }
-  } finally {
-    await lines.return(undefined);
+    throw new ApiError("storage_error", `cannot read ${uri}: ${(e as Error).message}`, { uri });
   }
 }
 
@@ -207,7 +193,7 @@ function resultFromHeader(uri: string, h: ManifestHeader, cached: boolean): Scor
   };
 }
 
-async function statInput(storage: ScoringStorage, uri: string): Promise<ObjectInfo> {
+async function statInput(storage: Storage, uri: string): Promise<ObjectInfo> {
   let info: ObjectInfo | null;
   try {
     info = await storage.stat(uri);
@@ -250,7 +236,7 @@ export async function scoreShard(
     );
   }
   const model = await deps.models.get(req.model);
-  const existing = await readExistingHeader(storage, req.output);
+  const existing = await existingManifest(storage, req.output);
   if (existing) return resultFromExisting(existing, req, model, input);
 
   const decider = makeDecider(req.policy, model.calibration);
@@ -258,7 +244,7 @@ export async function scoreShard(
   try {
     let raw: ReadableStream<Uint8Array>;
     try {
-      raw = await storage.readObject(req.input);
+      raw = await storage.read(req.input);
     } catch (e) {
       if ((e as Error).name === "NotFoundError") {
         throw new ApiError("not_found", `input ${req.input} does not exist`, {
@@ -278,7 +264,7 @@ export async function scoreShard(
       skippedInvalid++;
       if (invalid.length < MAX_REPORTED_INVALID) invalid.push({ line, error });
     };
-    const records = readRecords(hashed.stream, {
+    const records = readRecords(storage, hashed.stream, {
       idField: req.fields.id,
       textField: req.fields.text,
       onInvalid: req.onInvalid,
@@ -289,7 +275,6 @@ export async function scoreShard(
       size: input.size,
       // Ranged reads are pinned to the version whose ETag the manifest records.
       etag: input.etag,
-      readRange: storage.readRange?.bind(storage),
       columns: [],
     });
 
@@ -430,7 +415,7 @@ export async function scoreShard(
     try {
       // Known length: S3 gets one streaming PUT instead of a buffered body.
       const contentLength = await spool.byteLength(header);
-      await storage.writeObject(req.output, spool.stream(header), {
+      await storage.write(req.output, spool.stream(header), {
         ifNoneMatch: "*",
         contentType: "application/x-ndjson",
         contentLength,
@@ -438,7 +423,7 @@ export async function scoreShard(
     } catch (e) {
       if ((e as Error).name === "PreconditionFailedError") {
         // Someone else wrote it meanwhile: theirs stands; answer as for an existing manifest.
-        const theirs = await readExistingHeader(storage, req.output);
+        const theirs = await existingManifest(storage, req.output);
         if (theirs) return resultFromExisting(theirs, req, model, input);
       }
       throw new ApiError(

@@ -15,15 +15,18 @@
  *
  * @example
  * ```ts
- * const header = await readManifestHeader("s3://b/manifests/part-0000.manifest.jsonl");
+ * const storage = storageFromEnv(Deno.env.toObject());
+ * const header = await readManifestHeader(storage, "s3://b/manifests/part-0000.manifest.jsonl");
  * console.log(header.counts.kept, "of", header.counts.records);
- * for await (const r of keptRecords("s3://b/manifests/part-0000.manifest.jsonl")) train(r.text);
+ * for await (const r of keptRecords(storage, "s3://b/manifests/part-0000.manifest.jsonl")) {
+ *   train(r.text);
+ * }
  * ```
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { readRecords, type RecordEntry, splitLines } from "./records.ts";
-import { readObject, stat } from "./storage.ts";
+import { NotFoundError, type Storage } from "./storage.ts";
 
 /** `kind` of every manifest header. */
 export const MANIFEST_KIND = "datarater.manifest";
@@ -244,7 +247,7 @@ function headerLine(header: ManifestHeader): Uint8Array {
  * const spool = await ManifestSpool.create();
  * try {
  *   await spool.add({ id: "a", line: 1, score: 0.3, keep: true });
- *   await writeObject(uri, spool.stream(header), { ifNoneMatch: "*" });
+ *   await storage.write(uri, spool.stream(header), { ifNoneMatch: "*" });
  * } finally {
  *   await spool.dispose();
  * }
@@ -349,10 +352,11 @@ export class ManifestSpool {
 // Reading
 
 async function* manifestLines(
+  storage: Storage,
   uri: string,
 ): AsyncGenerator<[number, string]> {
   const decoder = new TextDecoder("utf-8", { fatal: true });
-  const stream = await readObject(uri);
+  const stream = await storage.read(uri);
   for await (const [line, bytes] of splitLines(stream)) {
     if (bytes.length === 0) continue;
     let text: string;
@@ -373,9 +377,20 @@ function parseJsonLine(uri: string, line: number, text: string): unknown {
   }
 }
 
-/** Reads only the header (the first line) of a manifest. */
-export async function readManifestHeader(uri: string): Promise<ManifestHeader> {
-  const lines = manifestLines(uri);
+/**
+ * Reads only the header (the first line) of a manifest; the rest is not downloaded. Throws the
+ * storage's `NotFoundError` if there is no manifest, {@link ManifestError} if the object is not one.
+ *
+ * @example
+ * ```ts
+ * const header = await readManifestHeader(storage, "s3://b/manifests/part-0.manifest.jsonl");
+ * ```
+ */
+export async function readManifestHeader(
+  storage: Storage,
+  uri: string,
+): Promise<ManifestHeader> {
+  const lines = manifestLines(storage, uri);
   try {
     const first = await lines.next();
     if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
@@ -387,13 +402,36 @@ export async function readManifestHeader(uri: string): Promise<ManifestHeader> {
 }
 
 /**
+ * {@link readManifestHeader}, or `null` when no object exists at `uri` (what a writer that never
+ * overwrites asks before scoring).
+ *
+ * @example
+ * ```ts
+ * const existing = await readManifestHeaderIfExists(storage, outputUri);
+ * if (existing) console.log("already scored with", existing.model.uri);
+ * ```
+ */
+export async function readManifestHeaderIfExists(
+  storage: Storage,
+  uri: string,
+): Promise<ManifestHeader | null> {
+  try {
+    return await readManifestHeader(storage, uri);
+  } catch (e) {
+    if (e instanceof NotFoundError) return null;
+    throw e;
+  }
+}
+
+/**
  * Opens a manifest: its header, and its entries as a stream in input order. Entries are
  * validated as they are read, and the total is checked against the header's count.
  */
 export async function readManifest(
+  storage: Storage,
   uri: string,
 ): Promise<{ header: ManifestHeader; entries: AsyncGenerator<ManifestEntry> }> {
-  const lines = manifestLines(uri);
+  const lines = manifestLines(storage, uri);
   const first = await lines.next();
   if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
   const header = parseManifestHeader(parseJsonLine(uri, first.value[0], first.value[1]), uri);
@@ -433,14 +471,17 @@ export async function readManifest(
 }
 
 /** Every entry of a manifest, in input order (streaming). */
-export async function* readManifestEntries(uri: string): AsyncGenerator<ManifestEntry> {
-  const { entries } = await readManifest(uri);
+export async function* readManifestEntries(
+  storage: Storage,
+  uri: string,
+): AsyncGenerator<ManifestEntry> {
+  const { entries } = await readManifest(storage, uri);
   yield* entries;
 }
 
 /** Ids of the kept records, in input order (streaming; the shard is not read). */
-export async function* keptIds(uri: string): AsyncGenerator<string> {
-  for await (const e of readManifestEntries(uri)) if (e.keep) yield e.id;
+export async function* keptIds(storage: Storage, uri: string): AsyncGenerator<string> {
+  for await (const e of readManifestEntries(storage, uri)) if (e.keep) yield e.id;
 }
 
 /** A kept record with its manifest entry. */
@@ -487,27 +528,28 @@ export function hashingStream(
  *
  * @example
  * ```ts
- * for await (const r of keptRecords(manifestUri)) batch.push(r.text);
+ * for await (const r of keptRecords(storage, manifestUri)) batch.push(r.text);
  * ```
  */
 export async function* keptRecords(
+  storage: Storage,
   manifestUri: string,
   options: KeptRecordsOptions = {},
 ): AsyncGenerator<KeptRecord> {
-  const { header, entries } = await readManifest(manifestUri);
+  const { header, entries } = await readManifest(storage, manifestUri);
   const shard = options.shard ?? header.input.uri;
   const verify = options.verify ?? true;
   let hashed: ReturnType<typeof hashingStream> | null = null;
   let source: string | ReadableStream<Uint8Array> = shard;
   if (verify) {
-    const info = await stat(shard);
+    const info = await storage.stat(shard);
     const etagMatches = info?.etag != null && info.etag === header.input.etag;
     if (!etagMatches) {
-      hashed = hashingStream(await readObject(shard));
+      hashed = hashingStream(await storage.read(shard));
       source = hashed.stream;
     }
   }
-  const records = readRecords(source, {
+  const records = readRecords(storage, source, {
     idField: header.fields.id,
     textField: header.fields.text,
     onInvalid: "skip", // lines the scorer skipped have no entry; the join below skips them too
@@ -566,16 +608,17 @@ export interface VerifyResult {
  * read `ok` and `reason`. A missing shard throws the storage's `NotFoundError`.
  */
 export async function verifyManifest(
+  storage: Storage,
   manifestUri: string,
   options: { shard?: string; header?: ManifestHeader } = {},
 ): Promise<VerifyResult> {
-  const header = options.header ?? await readManifestHeader(manifestUri);
+  const header = options.header ?? await readManifestHeader(storage, manifestUri);
   const shard = options.shard ?? header.input.uri;
-  const info = await stat(shard);
+  const info = await storage.stat(shard);
   if (info && info.etag != null && info.etag === header.input.etag) {
     return { ok: true, method: "etag", shard };
   }
-  const hashed = hashingStream(await readObject(shard));
+  const hashed = hashingStream(await storage.read(shard));
   for await (const _ of hashed.stream) { /* hash every byte */ }
   if (hashed.digest() === header.input.sha256) return { ok: true, method: "sha256", shard };
   return {

@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * const file = await rangedFile("s3://bucket/shards/part-0.parquet");
+ * const file = await rangedFile(storage, "s3://bucket/shards/part-0.parquet");
  * for await (const r of readParquetRows(file, "s3://bucket/shards/part-0.parquet")) {
  *   console.log(r.row, r.values.id);
  * }
@@ -23,7 +23,7 @@ import {
   parquetSchema,
 } from "hyparquet";
 import { compressors } from "hyparquet-compressors";
-import { NotFoundError, readRange as storageReadRange, stat, StorageError } from "./storage.ts";
+import { NotFoundError, type Storage, StorageError } from "./storage.ts";
 
 /** `PAR1`: the first and last four bytes of every Parquet file. */
 export const PARQUET_MAGIC: Uint8Array = new Uint8Array([0x50, 0x41, 0x52, 0x31]);
@@ -56,20 +56,10 @@ export class ParquetError extends Error {
   }
 }
 
-/** Reads bytes `[start, end)` of an object, pinned to `etag` when given (see `readRange` in `storage.ts`). */
-export type ReadRange = (
-  uri: string,
-  start: number,
-  end: number,
-  options?: { etag?: string | null },
-) => Promise<Uint8Array>;
-
 /** Options for {@link rangedFile}. */
 export interface RangedFileOptions {
   /** The object's size in bytes, if known (saves a HEAD request). */
   size?: number;
-  /** How to read a byte range (default: `readRange` of `storage.ts`). */
-  readRange?: ReadRange;
   /**
    * The version every read is pinned to (default: the ETag `stat` reports when `size` is not
    * given), so a file replaced mid-read fails instead of mixing two versions.
@@ -77,24 +67,32 @@ export interface RangedFileOptions {
   etag?: string | null;
 }
 
-/** A stored object as hyparquet's random-access file, each slice a ranged read. */
+/**
+ * A stored object as hyparquet's random-access file, each slice a ranged read of `storage`.
+ *
+ * @example
+ * ```ts
+ * const file = await rangedFile(new FileStorage(), "/data/part-0.parquet");
+ * console.log(file.byteLength);
+ * ```
+ */
 export async function rangedFile(
+  storage: Storage,
   uri: string,
   options: RangedFileOptions = {},
 ): Promise<AsyncBuffer> {
   let { size, etag = null } = options;
   if (size === undefined) {
-    const info = await stat(uri);
+    const info = await storage.stat(uri);
     if (!info) throw new NotFoundError(uri);
     size = info.size;
     etag = options.etag ?? info.etag;
   }
   const byteLength = size;
-  const read = options.readRange ?? storageReadRange;
   return {
     byteLength,
     async slice(start: number, end = byteLength): Promise<ArrayBuffer> {
-      const bytes = await read(uri, start, end, { etag });
+      const bytes = await storage.readRange(uri, start, end, { etag });
       if (bytes.length !== end - start) {
         throw new ParquetError(
           uri,

@@ -8,19 +8,14 @@
  *
  * @example
  * ```ts
- * for await (const r of readRecords("s3://bucket/train/part-0000.jsonl.gz")) {
+ * const storage = storageFromEnv(Deno.env.toObject());
+ * for await (const r of readRecords(storage, "s3://bucket/train/part-0000.jsonl.gz")) {
  *   console.log(r.line, r.id, r.text.length);
  * }
  * ```
  */
-import {
-  ParquetError,
-  rangedFile,
-  readParquetRows,
-  type ReadRange,
-  startsWithParquetMagic,
-} from "./parquet.ts";
-import { readObject } from "./storage.ts";
+import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
+import type { Storage } from "./storage.ts";
 
 export { ParquetError } from "./parquet.ts";
 
@@ -77,8 +72,6 @@ export interface ReadRecordsOptions {
   uri?: string;
   /** Parquet: the object's size in bytes, if known (saves a HEAD request). */
   size?: number;
-  /** Parquet: how byte ranges are read (default: `readRange` of `storage.ts`). */
-  readRange?: ReadRange;
   /** Parquet: the version (ETag) every ranged read is pinned to (default: the one `stat` reports). */
   etag?: string | null;
   /**
@@ -318,13 +311,22 @@ export function toRecordEntry(
  * {@link RecordError} with the line (row) number, or are skipped and reported with
  * `onInvalid: "skip"`. Parquet needs random access: from a stream it is read only when
  * `options.uri` says where the stream came from, else {@link ParquetError} is thrown.
+ * `storage` opens a URI source and serves Parquet's ranged reads.
+ *
+ * @example
+ * ```ts
+ * for await (const r of readRecords(new MemoryStorage(), stream, { onInvalid: "skip" })) {
+ *   console.log(r.id);
+ * }
+ * ```
  */
 export async function* readRecords(
+  storage: Storage,
   source: string | ReadableStream<Uint8Array>,
   options: ReadRecordsOptions = {},
 ): AsyncGenerator<RecordEntry> {
   const { idField = "id", textField = "text", onInvalid = "fail", onSkip } = options;
-  const raw = typeof source === "string" ? await readObject(source) : source;
+  const raw = typeof source === "string" ? await storage.read(source) : source;
   const peeked = await peekStream(raw, 4);
   if (startsWithParquetMagic(peeked.head)) {
     const uri = typeof source === "string" ? source : options.uri;
@@ -339,7 +341,12 @@ export async function* readRecords(
     }
     // From a URI the stream was only opened to sniff the format; a caller's stream is drained.
     if (typeof source === "string") await peeked.stream.cancel().catch(() => {});
-    yield* readParquetRecords(uri, typeof source === "string" ? null : peeked.stream, options);
+    yield* readParquetRecords(
+      storage,
+      uri,
+      typeof source === "string" ? null : peeked.stream,
+      options,
+    );
     return;
   }
   const stream = gunzipPeeked(peeked);
@@ -360,6 +367,7 @@ export async function* readRecords(
  * failure stops the read: see {@link ReadRecordsOptions.uri}.
  */
 async function* readParquetRecords(
+  storage: Storage,
   uri: string,
   side: ReadableStream<Uint8Array> | null,
   options: ReadRecordsOptions,
@@ -380,11 +388,7 @@ async function* readParquetRecords(
     if (sideFailed) throw sideError;
   };
   try {
-    const file = await rangedFile(uri, {
-      size: options.size,
-      readRange: options.readRange,
-      etag: options.etag,
-    });
+    const file = await rangedFile(storage, uri, { size: options.size, etag: options.etag });
     const columns = options.columns && [idField, textField, ...options.columns];
     const rows = readParquetRows(file, uri, {
       columns,

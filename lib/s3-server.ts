@@ -8,8 +8,9 @@
  * @example
  * ```ts
  * const s3 = await startS3Server({ dir: "/tmp/s3", buckets: ["datarater"] });
- * configureS3(s3.settings);
- * // ... s3://datarater/... URIs now work ...
+ * const storage = createStorage({ s3: s3.settings });
+ * // ... s3://datarater/... URIs now work through `storage` ...
+ * storage.close();
  * await s3.stop();
  * ```
  */
@@ -21,7 +22,7 @@ export interface S3Server {
   /** `http://127.0.0.1:PORT`. */
   endpoint: string;
   port: number;
-  /** Settings for `configureS3` (any credentials are accepted). */
+  /** Settings for `createStorage({ s3 })` or `new S3Storage({ settings })` (any credentials are accepted). */
   settings: S3Settings;
   /** Stops the server and waits for the process to exit. */
   stop(): Promise<void>;

@@ -22,14 +22,7 @@ import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { forEachLine, stopChildrenOnSignal, track } from "../lib/children.ts";
 import { joinUri, type TrainConfigInput, TrainerArtifactsSchema } from "../lib/config.ts";
-import {
-  configureS3,
-  list,
-  readBytes,
-  readJsonIfExists,
-  stat,
-  writeObject,
-} from "../lib/storage.ts";
+import { createStorage, s3SettingsToEnv, type Storage, type UriStorage } from "../lib/storage.ts";
 import { type S3Server, startS3Server } from "../lib/s3-server.ts";
 import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "../corpus/prepare.ts";
 import { scoreAll } from "./score.ts";
@@ -116,6 +109,7 @@ async function runDeno(
  * the trainer program the pods run, and returns the exported model's URI.
  */
 async function metaTrain(
+  storage: Storage,
   name: string,
   preset: DemoPreset,
   train: string,
@@ -126,7 +120,7 @@ async function metaTrain(
   log: (l: string) => void,
 ): Promise<string> {
   const artifactsUri = joinUri(output, "artifacts.json");
-  const existing = await readJsonIfExists(artifactsUri);
+  const existing = await storage.readJsonIfExists(artifactsUri);
   if (existing) {
     log(`[meta-train ${name}] reusing ${artifactsUri}`);
     return TrainerArtifactsSchema.parse(existing).onnx;
@@ -138,7 +132,7 @@ async function metaTrain(
   log(`[meta-train ${name}] ${JSON.stringify(preset.metaTraining.meta)} → ${output}`);
   // The same program the Kubernetes pod runs, as its own process.
   await runDeno(["training/main.ts", "--config", configPath], env, log);
-  const artifacts = await readJsonIfExists(artifactsUri);
+  const artifacts = await storage.readJsonIfExists(artifactsUri);
   if (!artifacts) throw new Error(`meta-training finished but wrote no ${artifactsUri}`);
   return TrainerArtifactsSchema.parse(artifacts).onnx;
 }
@@ -186,6 +180,7 @@ async function startScoringFunction(env: Record<string, string>, log: (l: string
 
 /** Scores `input` at every discard fraction; returns fraction → manifest prefix. */
 async function scoreFractions(
+  storage: Storage,
   name: string,
   endpoint: string,
   model: string,
@@ -206,8 +201,7 @@ async function scoreFractions(
       concurrency: 2,
     }, {
       fetch,
-      list,
-      stat,
+      storage,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
       random: Math.random,
     });
@@ -233,18 +227,15 @@ export async function runDemo(
   await Deno.mkdir(join(output, "work"), { recursive: true });
   const timings = await loadTimings(timingsFile);
   let s3: S3Server | null = null;
+  let storage: UriStorage | null = null;
   let scoring: { endpoint: string; stop(): Promise<void> } | null = null;
   try {
     s3 = await startS3Server({ dir: join(output, "s3"), buckets: [BUCKET] });
-    configureS3(s3.settings);
-    const env: Record<string, string> = {
-      S3_ENDPOINT: s3.endpoint,
-      AWS_ACCESS_KEY_ID: s3.settings.accessKeyId ?? "S3RVER",
-      AWS_SECRET_ACCESS_KEY: s3.settings.secretAccessKey ?? "S3RVER",
-      AWS_REGION: s3.settings.region ?? "us-east-1",
-    };
-    // Children (downstream runs, trainer, scoring function) reach the store through these.
-    for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+    // This process reaches the store through `storage`; its children (trainer, scoring function,
+    // downstream runs) build theirs from `env`, given to each as its environment.
+    storage = createStorage({ s3: s3.settings });
+    const store = storage;
+    const env = s3SettingsToEnv(s3.settings);
     log(`[store] embedded S3 at ${s3.endpoint} (files in ${join(output, "s3")})`);
 
     const corpus = `${STORE}/corpus/`;
@@ -254,6 +245,7 @@ export async function runDemo(
       "prepare",
       () =>
         prepareCorpus(
+          store,
           corpus,
           { ...DEFAULT_CORPUS_FOR(preset), shardSize: preset.corpus.shardSize },
           log,
@@ -269,6 +261,7 @@ export async function runDemo(
       "meta-train (mixture)",
       () =>
         metaTrain(
+          store,
           "mixture",
           preset,
           c("train"),
@@ -285,6 +278,7 @@ export async function runDemo(
       "meta-train (clean-only)",
       () =>
         metaTrain(
+          store,
           "clean-only",
           preset,
           c("cleanOnlyTrain"),
@@ -303,6 +297,7 @@ export async function runDemo(
       "meta-train (target set)",
       () =>
         metaTrain(
+          store,
           "target-set",
           preset,
           c("train"),
@@ -321,6 +316,7 @@ export async function runDemo(
       "score (mixture)",
       () =>
         scoreFractions(
+          store,
           "mixture",
           scoring!.endpoint,
           model,
@@ -336,6 +332,7 @@ export async function runDemo(
       "score (clean-only)",
       () =>
         scoreFractions(
+          store,
           "clean-only",
           scoring!.endpoint,
           cleanModel,
@@ -351,6 +348,7 @@ export async function runDemo(
       "score (target set)",
       () =>
         scoreFractions(
+          store,
           "target-set",
           scoring!.endpoint,
           targetModel,
@@ -364,7 +362,7 @@ export async function runDemo(
     scoring = null;
 
     const flopsOf = async (uri: string) => {
-      const meta = readRaterMetadata(await readBytes(uri));
+      const meta = readRaterMetadata(await store.readBytes(uri));
       return raterFlopsPerRecord(meta.rater, meta.seqLen);
     };
     const mixture: EvaluationResult = await timed(
@@ -372,7 +370,7 @@ export async function runDemo(
       timingsFile,
       "downstream (mixture)",
       async () =>
-        runEvaluation({
+        runEvaluation(store, {
           variant: "mixture",
           train: c("train"),
           heldout: c("heldout"),
@@ -387,6 +385,7 @@ export async function runDemo(
           transfer: preset.transfer,
           output: `${STORE}/evaluation/mixture/`,
           jobs: preset.jobs,
+          runEnv: env,
         }, log),
     );
     const cleanOnly: EvaluationResult = await timed(
@@ -394,7 +393,7 @@ export async function runDemo(
       timingsFile,
       "downstream (clean-only)",
       async () =>
-        runEvaluation({
+        runEvaluation(store, {
           variant: "clean-only",
           train: c("cleanOnlyTrain"),
           heldout: c("cleanOnlyHeldout"),
@@ -408,6 +407,7 @@ export async function runDemo(
           downstream: preset.downstream,
           output: `${STORE}/evaluation/clean-only/`,
           jobs: preset.jobs,
+          runEnv: env,
         }, log),
     );
 
@@ -416,7 +416,7 @@ export async function runDemo(
       timingsFile,
       "downstream (target set)",
       async () =>
-        runEvaluation({
+        runEvaluation(store, {
           variant: "target-set",
           train: c("train"),
           heldout: c("cleanOnlyHeldout"),
@@ -430,11 +430,12 @@ export async function runDemo(
           downstream: preset.downstream,
           output: `${STORE}/evaluation/target-set/`,
           jobs: preset.jobs,
+          runEnv: env,
         }, log),
     );
 
     const reportDir = join(output, "report") + "/";
-    const { json } = await writeReport(reportDir, {
+    const { json } = await writeReport(store, reportDir, {
       preset: preset.name,
       mixture,
       cleanOnly,
@@ -457,10 +458,11 @@ export async function runDemo(
       ],
     });
     // The report in the store too, beside the data it describes.
-    await writeObject(`${STORE}/report/report.json`, JSON.stringify(json, null, 2) + "\n");
+    await store.write(`${STORE}/report/report.json`, JSON.stringify(json, null, 2) + "\n");
     return { reportDir, report: json };
   } finally {
     if (scoring) await scoring.stop();
+    storage?.close();
     if (s3) await s3.stop();
   }
 }

@@ -19,7 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { joinUri } from "../lib/config.ts";
-import { readBytes } from "../lib/storage.ts";
+import { storageFromEnv } from "../lib/storage.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
 import { type BaselineMethod, pct, runEvaluation } from "../evaluation/evaluation.ts";
@@ -45,6 +45,7 @@ function numbers(s: string | undefined, name: string): number[] | undefined {
 }
 
 async function main() {
+  const storage = storageFromEnv(Deno.env.toObject());
   const { values } = parseArgs({
     args: Deno.args,
     options: {
@@ -100,11 +101,11 @@ async function main() {
       throw new UsageError(`unknown baseline ${b}`);
     }
   }
-  const meta = readRaterMetadata(await readBytes(values.model!));
+  const meta = readRaterMetadata(await storage.readBytes(values.model!));
   const manifests = Object.fromEntries(
     fractions.map((f) => [String(f), joinUri(values.manifests!, `discard-${pct(f)}/`)]),
   );
-  const result = await runEvaluation({
+  const result = await runEvaluation(storage, {
     variant: "evaluation",
     train: values.train!,
     heldout: values.heldout!,
@@ -120,7 +121,7 @@ async function main() {
     output: values.output!,
     jobs: numbers(values.jobs, "jobs")?.[0] ?? preset.jobs,
   });
-  const { files, json } = await writeReport(values.report!, {
+  const { files, json } = await writeReport(storage, values.report!, {
     preset: preset.name,
     mixture: result,
     timings: {},

@@ -28,7 +28,7 @@ import {
   type TrainerArtifacts,
   TrainerArtifactsSchema,
 } from "../lib/config.ts";
-import { readBytes, readText, writeObject } from "../lib/storage.ts";
+import { storageFromEnv } from "../lib/storage.ts";
 import { decodeCheckpoint, listCheckpoints } from "../training/checkpoint.ts";
 import { describeStats, loadDataset, recordAt } from "../training/data.ts";
 import { exportCalibratedRater } from "../training/export-onnx.ts";
@@ -42,6 +42,7 @@ const USAGE = "usage: deno task export --config FILE [--output URI] [--checkpoin
 class UsageError extends Error {}
 
 async function main() {
+  const storage = storageFromEnv(Deno.env.toObject());
   const { values } = parseArgs({
     options: {
       config: { type: "string" },
@@ -67,12 +68,12 @@ async function main() {
   }
 
   // YAML is a superset of JSON, so one parser reads both config styles.
-  const config = parseTrainConfig(yaml.load(await readText(values.config)), values.config);
+  const config = parseTrainConfig(yaml.load(await storage.readText(values.config)), values.config);
   const output = values.output ?? config.output;
 
   let checkpointUri = values.checkpoint;
   if (!checkpointUri) {
-    const all = await listCheckpoints(output);
+    const all = await listCheckpoints(storage, output);
     if (all.length === 0) {
       throw new UsageError(
         `no checkpoints under ${joinUri(output, RUN_LAYOUT.checkpoints)}: train first, ` +
@@ -81,7 +82,7 @@ async function main() {
     }
     checkpointUri = all[all.length - 1].uri;
   }
-  const state = decodeCheckpoint(await readBytes(checkpointUri), checkpointUri);
+  const state = decodeCheckpoint(await storage.readBytes(checkpointUri), checkpointUri);
   // The rater's shape (heads especially) and the calibration data come from the config: it must
   // be the one the checkpoint was trained under.
   const digest = configDigest(config);
@@ -96,7 +97,7 @@ async function main() {
 
   // Calibrate on a seeded sample of the training distribution (without replacement; 4096 records
   // by default, as the trainer does), scored by the exported graph itself.
-  const train = await loadDataset(config.data.train, {
+  const train = await loadDataset(storage, config.data.train, {
     seqLen: raterSeqLen(config),
     name: "train",
     idField: config.data.idField,
@@ -120,10 +121,10 @@ async function main() {
     reference,
   });
   const target = values.to ?? joinUri(output, RUN_LAYOUT.onnx);
-  await writeObject(target, exported.model, { contentType: "application/octet-stream" });
+  await storage.write(target, exported.model, { contentType: "application/octet-stream" });
   if (!values.to) {
     // Same files as the trainer's own export: the digest beside the model, then artifacts.json.
-    await writeObject(`${target}.sha256`, `${exported.sha256}  ${RUN_LAYOUT.onnx}\n`, {
+    await storage.write(`${target}.sha256`, `${exported.sha256}  ${RUN_LAYOUT.onnx}\n`, {
       contentType: "text/plain",
     });
     const artifacts: TrainerArtifacts = TrainerArtifactsSchema.parse({
@@ -132,7 +133,7 @@ async function main() {
       calibration: exported.calibration,
       finishedAt: new Date().toISOString(),
     });
-    await writeObject(
+    await storage.write(
       joinUri(output, RUN_LAYOUT.artifacts),
       JSON.stringify(artifacts, null, 2) + "\n",
       { contentType: "application/json" },

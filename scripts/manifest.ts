@@ -8,6 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { type ManifestHeader, readManifest, verifyManifest } from "../lib/manifest.ts";
+import { type Storage, storageFromEnv } from "../lib/storage.ts";
 
 /** Score histogram: `bins` equal-width bins over [min, max], kept and dropped counted apart. */
 export interface ScoreHistogram {
@@ -18,12 +19,20 @@ export interface ScoreHistogram {
   dropped: number[];
 }
 
-/** Reads a manifest's header and builds its score histogram (one streaming pass over the entries). */
+/**
+ * Reads a manifest's header and builds its score histogram (one streaming pass over the entries).
+ *
+ * @example
+ * ```ts
+ * const { header, histogram } = await summariseManifest(new FileStorage(), "/out/part-0.manifest.jsonl");
+ * ```
+ */
 export async function summariseManifest(
+  storage: Storage,
   uri: string,
   bins = 20,
 ): Promise<{ header: ManifestHeader; histogram: ScoreHistogram | null }> {
-  const { header, entries } = await readManifest(uri);
+  const { header, entries } = await readManifest(storage, uri);
   const { min, max } = header.scores;
   if (min === null || max === null) {
     for await (const _ of entries) { /* validates the (empty) body */ }
@@ -69,8 +78,9 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const uri = positionals[0];
-  const { header, histogram } = await summariseManifest(uri, Number(values.bins));
-  const verified = values.verify ? await verifyManifest(uri, { header }) : undefined;
+  const storage = storageFromEnv(Deno.env.toObject());
+  const { header, histogram } = await summariseManifest(storage, uri, Number(values.bins));
+  const verified = values.verify ? await verifyManifest(storage, uri, { header }) : undefined;
   if (values.json) {
     console.log(JSON.stringify({ header, histogram, verified }, null, 2));
   } else {

@@ -8,6 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_CORPUS_OPTIONS, formatSummary, prepareCorpus } from "../corpus/prepare.ts";
+import { storageFromEnv } from "../lib/storage.ts";
 
 const USAGE = `usage: deno task prepare --output URI [--size N] [--seed N] [--shard-size N]
                          [--heldout-fraction F] [--test-fraction F] [--max-record-chars N]
@@ -58,7 +59,12 @@ if (import.meta.main) {
     shardSize: numberOption(values["shard-size"], "shard-size", 1000),
   };
   try {
-    const summary = await prepareCorpus(values.output, options, (l) => console.error(l));
+    const summary = await prepareCorpus(
+      storageFromEnv(Deno.env.toObject()),
+      values.output,
+      options,
+      (l) => console.error(l),
+    );
     console.log(
       summary.reused
         ? `corpus already prepared at ${values.output}`

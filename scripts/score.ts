@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { isShardName, SHARD_PATTERN } from "../lib/records.ts";
 import type { Policy } from "../lib/manifest.ts";
-import { list, type ObjectInfo, stat } from "../lib/storage.ts";
+import { type Storage, storageFromEnv } from "../lib/storage.ts";
 
 /** Object names treated as shards (the one pattern every shard lister uses). */
 export { SHARD_PATTERN };
@@ -41,8 +41,8 @@ export interface ScoreAllOptions {
 /** Injectable effects (tests replace them). */
 export interface ScoreAllDeps {
   fetch: typeof fetch;
-  list: (prefix: string) => AsyncIterable<ObjectInfo>;
-  stat: (uri: string) => Promise<ObjectInfo | null>;
+  /** Lists the input prefix and checks for existing manifests. */
+  storage: Storage;
   sleep: (ms: number) => Promise<void>;
   random: () => number;
   /** Called once the shards are listed (done = 0), then after each shard settles. */
@@ -95,7 +95,7 @@ export async function scoreAll(
 ): Promise<{ summary: ScoreSummary; outcomes: ShardOutcome[] }> {
   const start = performance.now();
   const shards: string[] = [];
-  for await (const obj of deps.list(options.input)) {
+  for await (const obj of deps.storage.list(options.input)) {
     if (isShardName(obj.uri)) shards.push(obj.uri);
   }
   const retries = options.retries ?? 5;
@@ -109,7 +109,9 @@ export async function scoreAll(
 
   const scoreOne = async (shard: string): Promise<ShardOutcome> => {
     const manifest = manifestUriFor(shard, options.input, options.output);
-    if (await deps.stat(manifest)) return { shard, manifest, result: "skipped", attempts: 0 };
+    if (await deps.storage.stat(manifest)) {
+      return { shard, manifest, result: "skipped", attempts: 0 };
+    }
     const body = JSON.stringify({
       model: options.model,
       input: shard,
@@ -281,8 +283,7 @@ if (import.meta.main) {
   let started = false;
   const { summary } = await scoreAll(options, {
     fetch,
-    list,
-    stat,
+    storage: storageFromEnv(Deno.env.toObject()),
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     random: Math.random,
     onShard: (done, total, records) => {

@@ -10,13 +10,13 @@
  *
  * @example
  * ```ts
- * await saveCheckpoint(output, state);
- * const latest = await loadLatestCheckpoint(output); // or null
+ * await saveCheckpoint(storage, output, state);
+ * const latest = await loadLatestCheckpoint(storage, output); // or null
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
 import { joinUri, RUN_LAYOUT } from "../lib/config.ts";
-import { deleteObject, list, readBytes, writeObject } from "../lib/storage.ts";
+import type { Storage } from "../lib/storage.ts";
 import type { ParamArrays, Params } from "./nn.ts";
 import type { OptState } from "./optim.ts";
 
@@ -170,9 +170,12 @@ export function checkpointUri(output: string, step: number): string {
 const CKPT_NAME = /step-(\d+)\.ckpt$/;
 
 /** Steps of the checkpoints under an output prefix, ascending. */
-export async function listCheckpoints(output: string): Promise<{ step: number; uri: string }[]> {
+export async function listCheckpoints(
+  storage: Storage,
+  output: string,
+): Promise<{ step: number; uri: string }[]> {
   const found: { step: number; uri: string }[] = [];
-  for await (const obj of list(joinUri(output, RUN_LAYOUT.checkpoints))) {
+  for await (const obj of storage.list(joinUri(output, RUN_LAYOUT.checkpoints))) {
     const m = CKPT_NAME.exec(obj.uri);
     if (m) found.push({ step: Number(m[1]), uri: obj.uri });
   }
@@ -181,23 +184,27 @@ export async function listCheckpoints(output: string): Promise<{ step: number; u
 
 /** Writes a checkpoint and deletes all but the newest `keep`. Returns its URI. */
 export async function saveCheckpoint(
+  storage: Storage,
   output: string,
   state: TrainState,
   keep = 3,
 ): Promise<string> {
   const uri = checkpointUri(output, state.step);
-  await writeObject(uri, encodeCheckpoint(state), { contentType: "application/octet-stream" });
-  const all = await listCheckpoints(output);
+  await storage.write(uri, encodeCheckpoint(state), { contentType: "application/octet-stream" });
+  const all = await listCheckpoints(storage, output);
   for (const old of all.slice(0, Math.max(0, all.length - keep))) {
-    await deleteObject(old.uri);
+    await storage.delete(old.uri);
   }
   return uri;
 }
 
 /** The newest checkpoint under an output prefix, or null if there is none. */
-export async function loadLatestCheckpoint(output: string): Promise<TrainState | null> {
-  const all = await listCheckpoints(output);
+export async function loadLatestCheckpoint(
+  storage: Storage,
+  output: string,
+): Promise<TrainState | null> {
+  const all = await listCheckpoints(storage, output);
   if (all.length === 0) return null;
   const latest = all[all.length - 1];
-  return decodeCheckpoint(await readBytes(latest.uri), latest.uri);
+  return decodeCheckpoint(await storage.readBytes(latest.uri), latest.uri);
 }

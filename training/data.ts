@@ -16,13 +16,13 @@
  *
  * @example
  * ```ts
- * const train = await loadDataset("s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
+ * const train = await loadDataset(storage, "s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
  * const { lm, rater } = sampleBatch(train, 32, rng, 64, "random"); // ByteBatch each
  * ```
  */
 import { type ByteBatch, encodeBatch, headBytes } from "../lib/bytes.ts";
 import { isShardName, readRecords, type RecordError, SHARD_NAMES } from "../lib/records.ts";
-import { list, stat, StorageError } from "../lib/storage.ts";
+import { type Storage, StorageError } from "../lib/storage.ts";
 import type { Rng } from "./rng.ts";
 
 /** Records in memory: record i is `bytes.subarray(offsets[i], offsets[i + 1])`. */
@@ -58,16 +58,16 @@ export class DataError extends Error {
 }
 
 /** The shard URIs of a prefix (sorted), or the URI itself if it names one object. */
-export async function listShards(uri: string): Promise<string[]> {
+export async function listShards(storage: Storage, uri: string): Promise<string[]> {
   const shards: string[] = [];
   const others: string[] = [];
-  for await (const obj of list(uri)) {
+  for await (const obj of storage.list(uri)) {
     if (isShardName(obj.uri)) shards.push(obj.uri);
     else others.push(obj.uri);
   }
   if (shards.length > 0) return shards.sort();
   // A single object named exactly (any extension) is a shard too.
-  if (await stat(uri)) return [uri];
+  if (await storage.stat(uri)) return [uri];
   if (others.length > 0) {
     throw new DataError(
       `no ${SHARD_NAMES} shards under ${uri} (found ${others.length} other objects, e.g. ${
@@ -80,6 +80,7 @@ export async function listShards(uri: string): Promise<string[]> {
 
 /** Loads every record of a split (prefix or single shard). Throws {@link DataError}. */
 export async function loadDataset(
+  storage: Storage,
   uri: string,
   opts: {
     seqLen: number;
@@ -104,10 +105,10 @@ export async function loadDataset(
   const offsets: number[] = [0];
   let shards: string[];
   try {
-    shards = await listShards(uri);
+    shards = await listShards(storage, uri);
     for (const shard of shards) {
       stats.shards++;
-      const records = readRecords(shard, {
+      const records = readRecords(storage, shard, {
         idField: opts.idField,
         textField: opts.textField,
         onInvalid: "skip",

@@ -13,7 +13,7 @@
 import { load as loadYaml } from "js-yaml";
 import { parseArgs } from "node:util";
 import { ConfigError, parseTrainConfig } from "../lib/config.ts";
-import { StorageError } from "../lib/storage.ts";
+import { type Storage, StorageError, storageFromEnv } from "../lib/storage.ts";
 import { BackendError } from "./backend.ts";
 import { CheckpointError } from "./checkpoint.ts";
 import { DataError } from "./data.ts";
@@ -56,8 +56,16 @@ export async function loadConfigFile(path: string) {
   return parseTrainConfig(raw, path);
 }
 
-/** Runs the CLI; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * Runs the CLI over `storage` (the program's own is built from its environment: `S3_ENDPOINT`,
+ * `AWS_*`); returns the exit code.
+ *
+ * @example
+ * ```ts
+ * const code = await main(["--config", "run.yaml"], new FileStorage());
+ * ```
+ */
+export async function main(args: string[], storage: Storage): Promise<number> {
   try {
     const { values } = (() => {
       try {
@@ -86,7 +94,7 @@ export async function main(args: string[]): Promise<number> {
         throw new UsageError(`--steps must be a positive integer, got ${values.steps}`);
       }
     }
-    const result = await train(config, { steps });
+    const result = await train(storage, config, { steps });
     if (result.exported) {
       console.log(`rater exported to ${result.exported.uri} (sha256 ${result.exported.sha256})`);
     }
@@ -114,5 +122,5 @@ async function writeTerminationLog(message: string): Promise<void> {
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  Deno.exit(await main(Deno.args, storageFromEnv(Deno.env.toObject())));
 }

@@ -16,7 +16,9 @@
  *
  * @example
  * ```ts
- * const result = await train(parseTrainConfig(json), { steps: 100 });
+ * const result = await train(storageFromEnv(Deno.env.toObject()), parseTrainConfig(json), {
+ *   steps: 100,
+ * });
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
@@ -32,7 +34,7 @@ import {
   type TrainerProgress,
 } from "../lib/config.ts";
 import { encodeBatch } from "../lib/bytes.ts";
-import { NotFoundError, readText, writeObject } from "../lib/storage.ts";
+import { NotFoundError, type Storage } from "../lib/storage.ts";
 import { useBackend } from "./backend.ts";
 import {
   arraysToParams,
@@ -113,19 +115,26 @@ export interface TrainResult {
 /** The config's digest (re-exported: it lives with the config so the operator can compute it). */
 export { configDigest };
 
-/** Runs (or resumes) meta-training as configured; see the module comment. */
-export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+/**
+ * Runs (or resumes) meta-training as configured; see the module comment. `storage` holds the data,
+ * the checkpoints, the reports and the exported rater.
+ */
+export async function train(
+  storage: Storage,
+  config: TrainConfig,
+  opts: TrainOptions = {},
+): Promise<TrainResult> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const totalSteps = opts.steps ?? config.meta.steps;
   const settings: MetaStepSettings = { rater: config.rater, inner: config.inner };
   const digest = configDigest(config);
   await useBackend(config.backend);
 
-  const { train: trainSet, heldout } = opts.datasets ?? await loadDatasets(config, log);
+  const { train: trainSet, heldout } = opts.datasets ?? await loadDatasets(storage, config, log);
 
   // ---- start or resume ------------------------------------------------------------------------
   const rng = new Rng(config.seed);
-  let state: TrainState | null = await loadLatestCheckpoint(config.output);
+  let state: TrainState | null = await loadLatestCheckpoint(storage, config.output);
   const population: PopulationExecutor = config.workers > 1
     ? await WorkerPopulation.start(config.workers, config.backend, settings)
     : new LocalPopulation(settings);
@@ -154,7 +163,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       ages = state.members.map((m) => m.age);
       resets = state.members.map((m) => m.resets);
       lastMetaLoss = state.metaLoss;
-      metrics = await readMetrics(config.output, state.step);
+      metrics = await readMetrics(storage, config.output, state.step);
       log(JSON.stringify({ event: "resumed", step: state.step, output: config.output }));
     } else {
       const etaArrays = initRaterArrays(config.rater, raterSeqLen(config), rng);
@@ -257,13 +266,13 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
         state = await captureState();
         // Metrics first: after a crash between the two writes, a resume drops metric lines past
         // its checkpoint; the other order would leave a gap.
-        await writeMetrics(config.output, metrics);
-        await saveCheckpoint(config.output, state);
-        await writeProgress(config, step, totalSteps, lastMetaLoss, "training");
+        await writeMetrics(storage, config.output, metrics);
+        await saveCheckpoint(storage, config.output, state);
+        await writeProgress(storage, config, step, totalSteps, lastMetaLoss, "training");
       }
     }
     reporter.stop();
-    if (step === 0) await writeProgress(config, 0, totalSteps, null, "training");
+    if (step === 0) await writeProgress(storage, config, 0, totalSteps, null, "training");
 
     const result: TrainResult = {
       step,
@@ -274,6 +283,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     };
     if (step >= totalSteps && opts.export !== false) {
       result.exported = await exportRater(
+        storage,
         config,
         digest,
         result,
@@ -293,6 +303,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 }
 
 async function loadDatasets(
+  storage: Storage,
   config: TrainConfig,
   log: (line: string) => void,
 ): Promise<{ train: Dataset; heldout: Dataset }> {
@@ -306,8 +317,8 @@ async function loadDatasets(
     ),
   };
   const [train, heldout] = await Promise.all([
-    loadDataset(config.data.train, { ...opts, name: "train" }),
-    loadDataset(config.data.heldout, { ...opts, name: "heldout" }),
+    loadDataset(storage, config.data.train, { ...opts, name: "train" }),
+    loadDataset(storage, config.data.heldout, { ...opts, name: "heldout" }),
   ]);
   for (const ds of [train, heldout]) {
     log(
@@ -417,9 +428,9 @@ function stepMetrics(
   };
 }
 
-async function readMetrics(output: string, upTo: number): Promise<StepMetrics[]> {
+async function readMetrics(storage: Storage, output: string, upTo: number): Promise<StepMetrics[]> {
   try {
-    const text = await readText(joinUri(output, RUN_LAYOUT.metrics));
+    const text = await storage.readText(joinUri(output, RUN_LAYOUT.metrics));
     return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as StepMetrics)
       .filter((m) => m.step <= upTo);
   } catch (e) {
@@ -428,8 +439,12 @@ async function readMetrics(output: string, upTo: number): Promise<StepMetrics[]>
   }
 }
 
-async function writeMetrics(output: string, metrics: StepMetrics[]): Promise<void> {
-  await writeObject(
+async function writeMetrics(
+  storage: Storage,
+  output: string,
+  metrics: StepMetrics[],
+): Promise<void> {
+  await storage.write(
     joinUri(output, RUN_LAYOUT.metrics),
     metrics.map((m) => JSON.stringify(m)).join("\n") + "\n",
     { contentType: "application/x-ndjson" },
@@ -437,6 +452,7 @@ async function writeMetrics(output: string, metrics: StepMetrics[]): Promise<voi
 }
 
 async function writeProgress(
+  storage: Storage,
   config: TrainConfig,
   step: number,
   totalSteps: number,
@@ -451,7 +467,7 @@ async function writeProgress(
     phase,
     configDigest: configDigest(config),
   };
-  await writeObject(
+  await storage.write(
     joinUri(config.output, RUN_LAYOUT.progress),
     JSON.stringify(progress, null, 2) + "\n",
     {
@@ -517,6 +533,7 @@ function makeReporter(
 
 /** Chooses the rater to export by a measurement, calibrates it and writes the ONNX artifacts. */
 async function exportRater(
+  storage: Storage,
   config: TrainConfig,
   digest: string,
   result: TrainResult,
@@ -526,6 +543,7 @@ async function exportRater(
   log: (line: string) => void,
 ): Promise<NonNullable<TrainResult["exported"]>> {
   await writeProgress(
+    storage,
     config,
     result.step,
     result.step,
@@ -564,8 +582,8 @@ async function exportRater(
   });
   const sha256 = sha256Hex(onnx);
   const onnxUri = joinUri(config.output, RUN_LAYOUT.onnx);
-  await writeObject(onnxUri, onnx, { contentType: "application/octet-stream" });
-  await writeObject(`${onnxUri}.sha256`, `${sha256}  ${RUN_LAYOUT.onnx}\n`, {
+  await storage.write(onnxUri, onnx, { contentType: "application/octet-stream" });
+  await storage.write(`${onnxUri}.sha256`, `${sha256}  ${RUN_LAYOUT.onnx}\n`, {
     contentType: "text/plain",
   });
   const artifacts: TrainerArtifacts = {
@@ -574,12 +592,13 @@ async function exportRater(
     calibration: { samples: calibration.samples, quantiles: calibration.quantiles },
     finishedAt: new Date().toISOString(),
   };
-  await writeObject(
+  await storage.write(
     joinUri(config.output, RUN_LAYOUT.artifacts),
     JSON.stringify(artifacts, null, 2) + "\n",
     { contentType: "application/json" },
   );
   await writeProgress(
+    storage,
     config,
     result.step,
     result.step,

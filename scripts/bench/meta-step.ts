@@ -24,6 +24,7 @@ import { datasetFromTexts } from "../../training/data.ts";
 import { train } from "../../training/trainer.ts";
 import { Rng } from "../../training/rng.ts";
 import { fileURLToPath } from "node:url";
+import { FileStorage } from "../../lib/storage.ts";
 
 const quick = Deno.args.includes("--quick");
 
@@ -63,7 +64,8 @@ async function bench(
     checkpointEvery: 1_000_000,
   });
   const seqLen = config.seqLen;
-  const result = await train(config, {
+  // Data comes from memory (below); checkpoints and reports go to the temporary folder.
+  const result = await train(new FileStorage(), config, {
     steps: warmup + measured,
     export: false,
     progress: "none",

@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { MetaTrainingController } from "../../cluster/controller.ts";
 import { OWNER_LABEL } from "../../cluster/metatraining.ts";
-import { storageRunReader } from "../../cluster/runs.ts";
+import { FileStorage } from "../../lib/storage.ts";
 import {
   builtinResources,
   FakeApiServer,
@@ -50,7 +50,8 @@ api.intercept((req) => {
 const controller = new MetaTrainingController({
   kubeConfig: api.kubeConfig("operator"),
   settings: { trainerImage: "registry.example/datarater-trainer:bench" },
-  runs: storageRunReader,
+  // Outputs are local folders (below): reports are read from files, as the operator would.
+  storage: new FileStorage(),
   workers: 4,
   leaderElection: { namespace: "datarater-system", identity: "bench", retryPeriodMs: 500 },
 });

@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { createApp } from "../../functions/app.ts";
 import { encodeJsonl } from "../../lib/records.ts";
 import { startS3Server } from "../../lib/s3-server.ts";
-import { configureS3, writeObject } from "../../lib/storage.ts";
+import { createStorage } from "../../lib/storage.ts";
 import { Rng } from "../../training/rng.ts";
 import { benchModel, benchTexts, rawRecordsPerSec } from "./lib/rater-fixture.ts";
 
@@ -40,8 +40,9 @@ const shard = (prefix: string) =>
 
 const tmp = await Deno.makeTempDir({ prefix: "bench-score-endpoint-" });
 const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["bench"] });
-configureS3(s3.settings);
+const storage = createStorage({ s3: s3.settings });
 const app = createApp({
+  storage,
   allowedRoots: ["s3://bench/"],
   batchSize,
   workers: 1,
@@ -52,10 +53,10 @@ const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }
 const base = `http://127.0.0.1:${server.addr.port}`;
 
 try {
-  await writeObject("s3://bench/rater.onnx", model);
-  await writeObject("s3://bench/warm.jsonl", encodeJsonl([{ id: "w", text: "warm up" }]));
-  await writeObject("s3://bench/a.jsonl", shard("a"));
-  await writeObject("s3://bench/b.jsonl", shard("b"));
+  await storage.write("s3://bench/rater.onnx", model);
+  await storage.write("s3://bench/warm.jsonl", encodeJsonl([{ id: "w", text: "warm up" }]));
+  await storage.write("s3://bench/a.jsonl", shard("a"));
+  await storage.write("s3://bench/b.jsonl", shard("b"));
   await app.warmUp();
 
   const score = async (input: string, output: string) => {
@@ -123,6 +124,7 @@ try {
 } finally {
   await server.shutdown();
   await app.close();
+  storage.close();
   await s3.stop();
   await Deno.remove(tmp, { recursive: true });
 }

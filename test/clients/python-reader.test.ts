@@ -20,7 +20,7 @@ import {
 } from "../../lib/manifest.ts";
 import { encodeJsonlGz } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { configureS3, readBytes, readText, writeObject } from "../../lib/storage.ts";
+import { createStorage, type UriStorage } from "../../lib/storage.ts";
 import { recordsParquet } from "../lib/parquet-fixtures.ts";
 import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
 
@@ -30,19 +30,21 @@ let tmp: string;
 let s3: S3Server;
 let app: ScoringApp;
 let modelUri: string;
+let storage: UriStorage;
 
 beforeAll(async () => {
   tmp = await Deno.makeTempDir({ prefix: "python-reader-" });
   s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus"] });
-  configureS3(s3.settings);
+  storage = createStorage({ s3: s3.settings });
   const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
   modelUri = `file://${tmp}/rater.onnx`;
-  await writeObject(modelUri, model.bytes);
-  app = createApp({ allowedRoots: [`file://${tmp}/`, "s3://corpus/"], batchSize: 16 });
+  await storage.write(modelUri, model.bytes);
+  app = createApp({ storage, allowedRoots: [`file://${tmp}/`, "s3://corpus/"], batchSize: 16 });
 });
 
 afterAll(async () => {
   await app?.close();
+  storage?.close();
   await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
@@ -69,10 +71,10 @@ async function score(input: string, output: string, extra: Record<string, unknow
 
 /** What the TypeScript reader finds for a scored shard: the Python reader must find the same. */
 async function tsCase(shard: string, manifest: string) {
-  const header = await readManifestHeader(manifest);
-  const entries = await Array.fromAsync(readManifestEntries(manifest));
-  const kept = await Array.fromAsync(keptRecords(manifest, { shard }));
-  const verified = await verifyManifest(manifest, { shard });
+  const header = await readManifestHeader(storage, manifest);
+  const entries = await Array.fromAsync(readManifestEntries(storage, manifest));
+  const kept = await Array.fromAsync(keptRecords(storage, manifest, { shard }));
+  const verified = await verifyManifest(storage, manifest, { shard });
   expect(verified.ok).toBe(true);
   return {
     shard,
@@ -153,7 +155,7 @@ describe("the Python manifest reader", () => {
     const bytesA = shardA(textsA);
     const shardAUri = `file://${tmp}/shards/a.jsonl`;
     const manifestA = `file://${tmp}/manifests/a.manifest.jsonl`;
-    await writeObject(shardAUri, bytesA);
+    await storage.write(shardAUri, bytesA);
     const a = await score(shardAUri, manifestA, {
       policy: { kind: "keepFraction", fraction: 0.5 },
       fields: { id: "doc_id", text: "body" },
@@ -167,18 +169,18 @@ describe("the Python manifest reader", () => {
     const bytesB = await encodeJsonlGz(
       referenceTexts(300, 21).map((text, i) => ({ id: `b-${i}`, text })),
     );
-    await writeObject(shardBUri, bytesB);
+    await storage.write(shardBUri, bytesB);
     await score(shardBUri, manifestB, { policy: { kind: "topK", k: 1, b: 2, seed: 3 } });
 
     const shardCUri = `file://${tmp}/shards/c.parquet`;
     const manifestC = `file://${tmp}/manifests/c.manifest.jsonl`;
     const rowsC = referenceTexts(90, 31).map((text, i) => ({ id: `p${i}`, text, lang: "en" }));
-    await writeObject(shardCUri, recordsParquet(rowsC, { codec: "SNAPPY", rowGroupSize: 40 }));
+    await storage.write(shardCUri, recordsParquet(rowsC, { codec: "SNAPPY", rowGroupSize: 40 }));
     await score(shardCUri, manifestC, { policy: { kind: "threshold", threshold: 0 } });
 
     const shardDUri = "s3://corpus/shards/d.jsonl";
     const manifestD = "s3://corpus/manifests/d.manifest.jsonl";
-    await writeObject(
+    await storage.write(
       shardDUri,
       referenceTexts(50, 41).map((text, i) => JSON.stringify({ id: `d-${i}`, text })).join("\n"),
     );
@@ -187,7 +189,7 @@ describe("the Python manifest reader", () => {
     // Parquet on S3: the Python reader spools it to a temporary file for pyarrow.
     const shardEUri = "s3://corpus/shards/e.parquet";
     const manifestE = "s3://corpus/manifests/e.manifest.jsonl";
-    await writeObject(shardEUri, recordsParquet(rowsC.slice(0, 50), { rowGroupSize: 20 }));
+    await storage.write(shardEUri, recordsParquet(rowsC.slice(0, 50), { rowGroupSize: 20 }));
     await score(shardEUri, manifestE, { policy: { kind: "keepFraction", fraction: 0.6 } });
 
     const jsonl = await tsCase(shardAUri, manifestA);
@@ -210,22 +212,24 @@ describe("the Python manifest reader", () => {
     expect(tamperedBytes.length).toBe(bytesA.length);
     expect(sha256(tamperedBytes)).not.toBe(sha256(bytesA));
     const tamperedUri = `file://${tmp}/shards/a-tampered.jsonl`;
-    await writeObject(tamperedUri, tamperedBytes);
-    await expect(Array.fromAsync(keptRecords(manifestA, { shard: tamperedUri }))).rejects
+    await storage.write(tamperedUri, tamperedBytes);
+    await expect(Array.fromAsync(keptRecords(storage, manifestA, { shard: tamperedUri }))).rejects
       .toThrowError(new RegExp(`sha256 ${sha256(tamperedBytes)} differs`));
 
-    await expect(Array.fromAsync(keptRecords(manifestA, { shard: shardBUri }))).rejects
+    await expect(Array.fromAsync(keptRecords(storage, manifestA, { shard: shardBUri }))).rejects
       .toThrowError(ManifestMismatchError);
 
     // Cut shard A after its 20th line: entries past it have no record.
     const lineEnds = [...bytesA.entries()].filter(([, b]) => b === 0x0a).map(([i]) => i);
     const truncatedBytes = bytesA.slice(0, lineEnds[19] + 1);
     const truncatedUri = `file://${tmp}/shards/a-truncated.jsonl`;
-    await writeObject(truncatedUri, truncatedBytes);
+    await storage.write(truncatedUri, truncatedBytes);
     const tsBeforeEnd: string[] = [];
     let endsBeforeLine = 0;
     try {
-      for await (const r of keptRecords(manifestA, { shard: truncatedUri, verify: false })) {
+      for await (
+        const r of keptRecords(storage, manifestA, { shard: truncatedUri, verify: false })
+      ) {
         tsBeforeEnd.push(r.id);
       }
     } catch (e) {
@@ -235,36 +239,38 @@ describe("the Python manifest reader", () => {
     expect(endsBeforeLine).toBe(21);
 
     const truncatedGzUri = `file://${tmp}/shards/b-truncated.jsonl.gz`;
-    await writeObject(truncatedGzUri, bytesB.slice(0, bytesB.length >> 1));
-    await expect(Array.fromAsync(keptRecords(manifestB, { shard: truncatedGzUri, verify: false })))
+    await storage.write(truncatedGzUri, bytesB.slice(0, bytesB.length >> 1));
+    await expect(
+      Array.fromAsync(keptRecords(storage, manifestB, { shard: truncatedGzUri, verify: false })),
+    )
       .rejects.toThrow();
 
-    const manifestALines = (await readText(manifestA)).trimEnd().split("\n");
+    const manifestALines = (await storage.readText(manifestA)).trimEnd().split("\n");
     const missingUri = `file://${tmp}/manifests/a-missing-line.manifest.jsonl`;
-    await writeObject(missingUri, manifestALines.filter((_, i) => i !== 10).join("\n") + "\n");
-    await expect(Array.fromAsync(readManifestEntries(missingUri))).rejects.toThrowError(
+    await storage.write(missingUri, manifestALines.filter((_, i) => i !== 10).join("\n") + "\n");
+    await expect(Array.fromAsync(readManifestEntries(storage, missingUri))).rejects.toThrowError(
       /44 entries but the header counts 45/,
     );
 
     const wrongIdEntry = JSON.parse(manifestALines[12]);
     const wrongIdUri = `file://${tmp}/manifests/a-wrong-id.manifest.jsonl`;
-    await writeObject(
+    await storage.write(
       wrongIdUri,
       manifestALines.map((l, i) => i === 12 ? JSON.stringify({ ...wrongIdEntry, id: "zzz" }) : l)
         .join("\n") + "\n",
     );
-    await expect(Array.fromAsync(keptRecords(wrongIdUri, { shard: shardAUri }))).rejects
+    await expect(Array.fromAsync(keptRecords(storage, wrongIdUri, { shard: shardAUri }))).rejects
       .toThrowError(new RegExp(`at line ${wrongIdEntry.line}`));
 
     const v2Uri = `file://${tmp}/manifests/a-v2.manifest.jsonl`;
-    await writeObject(
+    await storage.write(
       v2Uri,
       [JSON.stringify({ ...JSON.parse(manifestALines[0]), version: 2 }), ...manifestALines.slice(1)]
         .join("\n") + "\n",
     );
-    await expect(readManifest(v2Uri)).rejects.toThrowError(ManifestError);
+    await expect(readManifest(storage, v2Uri)).rejects.toThrowError(ManifestError);
 
-    const headerA = await readManifestHeader(manifestA);
+    const headerA = await readManifestHeader(storage, manifestA);
     const cases = {
       jsonl,
       gzip: gz,
@@ -339,6 +345,6 @@ describe("the Python manifest reader", () => {
     };
     expect(py.results, py.text).toEqual(expected);
     // The manifest changes mean nothing if the files the Python side read are not these.
-    expect(sha256(await readBytes(shardAUri))).toBe(headerA.input.sha256);
+    expect(sha256(await storage.readBytes(shardAUri))).toBe(headerA.input.sha256);
   });
 });

@@ -10,6 +10,8 @@ import {
   metaTrainingResource,
 } from "../support/fake-apiserver.ts";
 import type { MetaTraining, MetaTrainingSpecInput } from "../../cluster/metatraining.ts";
+import { joinUri, RUN_LAYOUT } from "../../lib/config.ts";
+import type { Storage } from "../../lib/storage.ts";
 
 export const NS = "team-a";
 
@@ -166,4 +168,17 @@ export async function waitFor<T>(
 /** Requests that changed something (not reads, not watches). */
 export function writesBy(api: FakeApiServer, user: string, since = 0) {
   return api.requests.slice(since).filter((r) => r.user === user && r.method !== "GET");
+}
+
+/**
+ * Writes a trainer report where the trainer would (`<output>/progress.json` or `artifacts.json`),
+ * so the operator reads it through its storage as it does in a cluster.
+ */
+export async function writeRunReport(
+  storage: Storage,
+  kind: "progress" | "artifacts",
+  output: string,
+  report: unknown,
+): Promise<void> {
+  await storage.write(joinUri(output, RUN_LAYOUT[kind]), JSON.stringify(report));
 }

@@ -8,7 +8,7 @@ import { CustomObjectsApi } from "@kubernetes/client-node";
 import { type ControllerOptions, MetaTrainingController } from "../../cluster/controller.ts";
 import type { FakeApiServer } from "../support/fake-apiserver.ts";
 import type { MetaTraining } from "../../cluster/metatraining.ts";
-import { MemoryRunReader } from "../../cluster/runs.ts";
+import { MemoryStorage } from "../../lib/storage.ts";
 import {
   jobsOf,
   markJobRunning,
@@ -17,16 +17,17 @@ import {
   sampleMetaTraining,
   startFakeApiServer,
   waitFor,
+  writeRunReport,
   writesBy,
 } from "./helpers.ts";
 
 let api: FakeApiServer;
-let runs: MemoryRunReader;
+let runStore: MemoryStorage;
 const controllers: MetaTrainingController[] = [];
 
 beforeEach(async () => {
   api = await startFakeApiServer();
-  runs = new MemoryRunReader();
+  runStore = new MemoryStorage();
 });
 
 afterEach(async () => {
@@ -41,7 +42,7 @@ function controller(
   const c = new MetaTrainingController({
     kubeConfig: api.kubeConfig(user),
     settings: { trainerImage: "registry.example/datarater-trainer:test" },
-    runs,
+    storage: runStore,
     workers: 2,
     progressPollMs: 100,
     watchBackoffMs: { initial: 20, max: 200 },
@@ -94,7 +95,7 @@ describe("MetaTrainingController", () => {
 
     markJobRunning(api, job.metadata.name!);
     await waitFor(() => phaseOf("run-a") === "Running", "Running");
-    runs.progress.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "progress", "s3://runs/run-a", {
       step: 7,
       totalSteps: 100,
       metaLoss: 4.5,
@@ -104,7 +105,7 @@ describe("MetaTrainingController", () => {
     // Progress arrives by polling storage (progressPollMs), without any Kubernetes event.
     await waitFor(() => mt("run-a")!.status!.progress?.steps === "7/100", "progress 7/100");
 
-    runs.artifacts.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "artifacts", "s3://runs/run-a", {
       onnx: "s3://runs/run-a/rater.onnx",
       sha256: "b".repeat(64),
       calibration: { samples: 5, quantiles: [0.5] },

@@ -10,7 +10,8 @@ import { type MetaTraining, parseMetaTrainingSpec } from "../../cluster/metatrai
 import { resolveRun } from "../../cluster/children.ts";
 import { configDigest } from "../../lib/config.ts";
 import { type ReconcileContext, reconcileMetaTraining } from "../../cluster/reconcile.ts";
-import { MemoryRunReader } from "../../cluster/runs.ts";
+import { RunReader } from "../../cluster/runs.ts";
+import { MemoryStorage } from "../../lib/storage.ts";
 import {
   jobsOf,
   markJobFailed,
@@ -20,21 +21,22 @@ import {
   sampleMetaTraining,
   startFakeApiServer,
   waitFor,
+  writeRunReport,
   writesBy,
 } from "./helpers.ts";
 
 const SHA = "a".repeat(64);
 
 let api: FakeApiServer;
-let runs: MemoryRunReader;
+let runStore: MemoryStorage;
 let ctx: ReconcileContext;
 
 beforeEach(async () => {
   api = await startFakeApiServer();
-  runs = new MemoryRunReader();
+  runStore = new MemoryStorage();
   ctx = {
     client: new KubeOperatorClient(api.kubeConfig("operator")),
-    runs,
+    runs: new RunReader(runStore),
     settings: { trainerImage: "registry.example/datarater-trainer:test" },
   };
 });
@@ -154,7 +156,7 @@ describe("reconcileMetaTraining", () => {
     const jobName = jobsOf(api, "run-a")[0].metadata.name!;
 
     markJobRunning(api, jobName);
-    runs.progress.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "progress", "s3://runs/run-a", {
       step: 40,
       totalSteps: 100,
       metaLoss: 3.25,
@@ -173,7 +175,7 @@ describe("reconcileMetaTraining", () => {
     });
 
     markJobSucceeded(api, jobName);
-    runs.artifacts.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "artifacts", "s3://runs/run-a", {
       onnx: "s3://runs/run-a/rater.onnx",
       sha256: SHA,
       calibration: { samples: 1000, quantiles: [-1, 0, 1] },
@@ -283,7 +285,10 @@ describe("reconcileMetaTraining", () => {
       updatedAt: "2025-01-01T00:00:00Z",
       phase: "training" as const,
     };
-    runs.progress.set("s3://runs/run-a", { ...report, configDigest: "b".repeat(64) });
+    await writeRunReport(runStore, "progress", "s3://runs/run-a", {
+      ...report,
+      configDigest: "b".repeat(64),
+    });
     const refused = await reconcileMetaTraining(ctx, `${NS}/run-a`);
     expect(jobsOf(api, "run-a")).toHaveLength(0);
     expect(mt("run-a").status?.phase).toBe("Failed");
@@ -301,7 +306,10 @@ describe("reconcileMetaTraining", () => {
     // The same configuration (e.g. a preempted run of this spec) resumes: a Job is created.
     const m = mt("run-a");
     const ours = configDigest(resolveRun(m, parseMetaTrainingSpec(m.spec), ctx.settings).config);
-    runs.progress.set("s3://runs/run-a", { ...report, configDigest: ours });
+    await writeRunReport(runStore, "progress", "s3://runs/run-a", {
+      ...report,
+      configDigest: ours,
+    });
     await reconcileMetaTraining(ctx, `${NS}/run-a`);
     expect(jobsOf(api, "run-a")).toHaveLength(1);
     expect(condition("run-a", "Accepted")).toMatchObject({ status: "True" });
@@ -309,7 +317,7 @@ describe("reconcileMetaTraining", () => {
 
   test("a report without a config digest (an older trainer) does not block the run", async () => {
     api.create("metatrainings", sampleMetaTraining("run-a"));
-    runs.progress.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "progress", "s3://runs/run-a", {
       step: 1,
       totalSteps: 2,
       metaLoss: null,
@@ -375,7 +383,7 @@ describe("reconcileMetaTraining", () => {
     const jobName = jobsOf(api, "run-a")[0].metadata.name!;
     expect(api.get("jobs", NS, jobName)!.spec.ttlSecondsAfterFinished).toBe(60);
     markJobSucceeded(api, jobName);
-    runs.artifacts.set("s3://runs/run-a", {
+    await writeRunReport(runStore, "artifacts", "s3://runs/run-a", {
       onnx: "s3://runs/run-a/rater.onnx",
       sha256: SHA,
       calibration: { samples: 10, quantiles: [0] },

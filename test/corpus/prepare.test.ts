@@ -16,6 +16,9 @@ import {
 } from "../../corpus/prepare.ts";
 import { Rng } from "../../training/rng.ts";
 import { readRecords } from "../../lib/records.ts";
+import { FileStorage } from "../../lib/storage.ts";
+
+const storage = new FileStorage();
 
 let brown: ProseParagraph[];
 let emails: Email[];
@@ -185,8 +188,8 @@ describe("prepareCorpus (written shards)", () => {
 
   it("writes gzip JSON Lines shards byte-identically for the same seed, and reuses a finished corpus", async () => {
     const opts = { ...options, size: 300, shardSize: 40 };
-    const a = await prepareCorpus(join(dir, "a"), opts);
-    const b = await prepareCorpus(join(dir, "b"), opts);
+    const a = await prepareCorpus(storage, join(dir, "a"), opts);
+    const b = await prepareCorpus(storage, join(dir, "b"), opts);
     expect(a.reused).toBe(false);
     expect(a.datasets.train.shards).toBe(Math.ceil(a.datasets.train.records / 40));
     for (
@@ -204,15 +207,15 @@ describe("prepareCorpus (written shards)", () => {
       JSON.stringify(s.datasets, (k, v) => (k === "uri" ? undefined : v));
     expect(withoutUris(a)).toBe(withoutUris(b));
     const first: Record<string, unknown>[] = [];
-    for await (const r of readRecords(join(dir, "a", "train", "shard-00000.jsonl.gz"))) {
+    for await (const r of readRecords(storage, join(dir, "a", "train", "shard-00000.jsonl.gz"))) {
       first.push(r.record);
     }
     expect(first.length).toBe(40);
     expect(Object.keys(first[0]).sort()).toEqual(
       expect.arrayContaining(["id", "kind", "noise", "origin", "source", "text"]),
     );
-    expect((await prepareCorpus(join(dir, "a"), opts)).reused).toBe(true);
-    await expect(prepareCorpus(join(dir, "a"), { ...opts, seed: 99 })).rejects.toThrow(
+    expect((await prepareCorpus(storage, join(dir, "a"), opts)).reused).toBe(true);
+    await expect(prepareCorpus(storage, join(dir, "a"), { ...opts, seed: 99 })).rejects.toThrow(
       /different options/,
     );
   });

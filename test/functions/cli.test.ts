@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp, type ScoringApp } from "../../functions/app.ts";
 import { readManifestHeader } from "../../lib/manifest.ts";
-import { list, stat } from "../../lib/storage.ts";
+import { FileStorage } from "../../lib/storage.ts";
 import {
   manifestUriFor,
   parseScoreArgs,
@@ -15,6 +15,7 @@ import {
 import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
 import { buildTestModel, jsonl, referenceTexts } from "./fixtures.ts";
 
+const storage = new FileStorage();
 let dir: string;
 let root: string;
 let app: ScoringApp;
@@ -36,7 +37,7 @@ beforeAll(async () => {
     );
   }
   await Deno.writeTextFile(`${dir}/shards/README.txt`, "not a shard");
-  app = createApp({ allowedRoots: [root] });
+  app = createApp({ storage, allowedRoots: [root] });
   server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
   endpoint = `http://127.0.0.1:${server.addr.port}`;
 });
@@ -49,8 +50,7 @@ afterAll(async () => {
 
 const realDeps = (overrides: Partial<ScoreAllDeps> = {}): ScoreAllDeps => ({
   fetch,
-  list,
-  stat,
+  storage,
   sleep: () => Promise.resolve(),
   random: () => 0.5,
   ...overrides,
@@ -133,7 +133,7 @@ describe("deno task score", () => {
     );
     expect(progress).toEqual([0, 1, 2, 3, 4, 5]);
     expect(outcomes.map((o) => o.manifest)).toContain(`${output}sub/part-4.manifest.jsonl`);
-    const h = await readManifestHeader(`${output}sub/part-4.manifest.jsonl`);
+    const h = await readManifestHeader(storage, `${output}sub/part-4.manifest.jsonl`);
     expect(h.counts.records).toBe(44);
   });
 
@@ -211,7 +211,7 @@ describe("deno task score", () => {
 describe("deno task manifest", () => {
   it("the histogram counts every entry once, split into kept and dropped", async () => {
     const uri = `${root}manifests/run1/part-1.manifest.jsonl`;
-    const { header, histogram } = await summariseManifest(uri, 8);
+    const { header, histogram } = await summariseManifest(storage, uri, 8);
     expect(histogram!.kept.length).toBe(8);
     expect(histogram!.kept.reduce((a, b) => a + b, 0)).toBe(header.counts.kept);
     expect(histogram!.dropped.reduce((a, b) => a + b, 0)).toBe(header.counts.dropped);

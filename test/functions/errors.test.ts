@@ -7,11 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import onnxProto from "onnx-proto";
 import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
 import { gzip } from "../../lib/records.ts";
-import { stat } from "../../lib/storage.ts";
+import { FileStorage } from "../../lib/storage.ts";
 import { readManifestHeader } from "../../lib/manifest.ts";
 import { buildTestModel, jsonl, postScore as post, type TestModel } from "./fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
 
+const storage = new FileStorage();
 let dir: string;
 let root: string;
 let model: TestModel;
@@ -33,8 +34,8 @@ afterAll(async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
-function app(options: AppOptions = {}): ScoringApp {
-  const a = createApp({ allowedRoots: [root], ...options });
+function app(options: Partial<AppOptions> = {}): ScoringApp {
+  const a = createApp({ storage, allowedRoots: [root], ...options });
   apps.push(a);
   return a;
 }
@@ -58,7 +59,7 @@ async function shard(name: string, content: string | Uint8Array): Promise<string
 }
 
 async function expectNoManifest(uri: string) {
-  expect(await stat(uri)).toBeNull();
+  expect(await storage.stat(uri)).toBeNull();
 }
 
 describe("request validation", () => {
@@ -227,7 +228,7 @@ describe("bad records", () => {
     const r = await post(app(), req);
     expect(r.status).toBe(201);
     expect(r.body.counts).toMatchObject({ records: 2, skippedInvalid: 4 });
-    const header = await readManifestHeader(req.output);
+    const header = await readManifestHeader(storage, req.output);
     expect(header.invalid.map((i) => i.line)).toEqual([2, 3, 4, 5]);
     expect(header.invalid[1].error).toBe('field "id" must be a string or number');
     expect(header.invalid[2].error).toBe('field "text" must be a string');
@@ -258,7 +259,7 @@ describe("bad records", () => {
     const r2 = await post(app(), req);
     expect(r2.status).toBe(201);
     expect(r2.body.counts).toMatchObject({ records: 2, skippedInvalid: 1 });
-    const header = await readManifestHeader(req.output);
+    const header = await readManifestHeader(storage, req.output);
     expect(header.invalid).toEqual([{ line: 3, error: 'duplicate id "a" (first at line 1)' }]);
   });
 
@@ -298,11 +299,11 @@ describe("failures mid-shard leave no partial manifest", () => {
   it("a read that breaks mid-shard is a 502 and writes nothing; a retry succeeds", async () => {
     const big = jsonl(Array.from({ length: 2000 }, (_, i) => ({ id: `x${i}`, text: `text ${i}` })));
     const input = await shard("big.jsonl", big);
-    const storage = faultStorage({
+    const faulty = faultStorage({
       failReadAfterBytes: { match: (u) => u === input, bytes: big.length / 2 },
-    });
+    }, storage);
     const req = request({ input });
-    const r = await post(app({ storage, batchSize: 64 }), req);
+    const r = await post(app({ storage: faulty, batchSize: 64 }), req);
     expect(r.status).toBe(502);
     expect(r.body.error.code).toBe("storage_error");
     expect(r.body.error.message).toMatch(
@@ -316,9 +317,12 @@ describe("failures mid-shard leave no partial manifest", () => {
 
   it("a shard that takes longer than the time limit is a 504 and writes nothing", async () => {
     const input = `${root}good.jsonl`;
-    const storage = faultStorage({ stallReadAfterBytes: { match: (u) => u === input, bytes: 10 } });
+    const faulty = faultStorage(
+      { stallReadAfterBytes: { match: (u) => u === input, bytes: 10 } },
+      storage,
+    );
     const req = request({ input });
-    const a = app({ storage, timeoutMs: 300 });
+    const a = app({ storage: faulty, timeoutMs: 300 });
     const r = await post(a, req);
     expect(r.status).toBe(504);
     expect(r.body.error.message).toMatch(/took longer than 300 ms; nothing was written/);
@@ -379,9 +383,12 @@ describe("create-only manifests (If-None-Match: *)", () => {
       if (++arrivals === 2) release();
       await bothAtWrite;
     };
-    const storage = faultStorage({ conditionalWrites: true, beforeWrite });
+    const faulty = faultStorage({ conditionalWrites: true, beforeWrite }, storage);
     const req = request();
-    const [a, b] = await Promise.all([post(app({ storage }), req), post(app({ storage }), req)]);
+    const [a, b] = await Promise.all([
+      post(app({ storage: faulty }), req),
+      post(app({ storage: faulty }), req),
+    ]);
     expect([a.status, b.status].sort()).toEqual([200, 201]);
     const [created, cached] = a.status === 201 ? [a, b] : [b, a];
     expect(cached.body).toEqual({ ...created.body, cached: true });
@@ -391,17 +398,17 @@ describe("create-only manifests (If-None-Match: *)", () => {
     let arrivals = 0;
     let release!: () => void;
     const bothAtWrite = new Promise<void>((r) => (release = r));
-    const storage = faultStorage({
+    const faulty = faultStorage({
       conditionalWrites: true,
       beforeWrite: async () => {
         if (++arrivals === 2) release();
         await bothAtWrite;
       },
-    });
+    }, storage);
     const req = request();
     const [a, b] = await Promise.all([
-      post(app({ storage }), req),
-      post(app({ storage }), { ...req, policy: { kind: "threshold", threshold: 1 } }),
+      post(app({ storage: faulty }), req),
+      post(app({ storage: faulty }), { ...req, policy: { kind: "threshold", threshold: 1 } }),
     ]);
     expect([a.status, b.status].sort()).toEqual([201, 409]);
   });
@@ -411,10 +418,9 @@ describe("probes and metrics", () => {
   it("/healthz answers ok; /readyz is 503 until the warm models are loaded, then 200", async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const storage = faultStorage({});
     const a = app({
       warmModels: [`${root}model.onnx`],
-      storage: { ...storage, readBytes: async (uri) => (await gate, storage.readBytes(uri)) },
+      storage: faultStorage({ beforeRead: () => gate }, storage),
     });
     expect(await (await a.request("/healthz")).json()).toEqual({ status: "ok" });
     const warming = await a.request("/readyz");

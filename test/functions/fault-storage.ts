@@ -1,10 +1,19 @@
 /**
- * A fault-injecting wrapper around the real storage, for the behaviours a test server can't
+ * A fault-injecting wrapper around a {@link Storage}, for the behaviours a test server can't
  * produce on demand: S3's atomic `If-None-Match: *` (s3rver ignores it), a read that fails or
  * stalls half-way through a shard, a write that waits for a signal.
  */
-import { PreconditionFailedError, StorageError } from "../../lib/storage.ts";
-import { defaultStorage, type ScoringStorage } from "../../functions/storage.ts";
+import {
+  BaseStorage,
+  type Body,
+  type ListOptions,
+  type ObjectInfo,
+  PreconditionFailedError,
+  type ReadRangeOptions,
+  type Storage,
+  StorageError,
+  type WriteOptions,
+} from "../../lib/storage.ts";
 
 /** Faults to inject; each applies to URIs matching `match` (default: every URI). */
 export interface Faults {
@@ -17,6 +26,8 @@ export interface Faults {
   failReadAfterBytes?: { match: (uri: string) => boolean; bytes: number };
   /** Reads of matching URIs deliver this many bytes and then never finish. */
   stallReadAfterBytes?: { match: (uri: string) => boolean; bytes: number };
+  /** Awaited before every read of a whole object (lets a test hold a model load). */
+  beforeRead?: (uri: string) => Promise<void>;
   /** Awaited before every write (lets a test line two requests up at the write). */
   beforeWrite?: (uri: string) => Promise<void>;
 }
@@ -43,50 +54,84 @@ function limitStream(
   });
 }
 
-/** Wraps `base` (default: the real storage) with the given faults. */
-export function faultStorage(
-  faults: Faults,
-  base: ScoringStorage = defaultStorage,
-): ScoringStorage {
-  let writeLock = Promise.resolve();
-  return {
-    stat: (uri) => base.stat(uri),
-    readBytes: (uri) => base.readBytes(uri),
-    async readObject(uri) {
-      const stream = await base.readObject(uri);
-      const fail = faults.failReadAfterBytes;
-      if (fail?.match(uri)) {
-        return limitStream(
-          stream,
-          fail.bytes,
-          (c) => c.error(new StorageError(`injected fault: connection reset reading ${uri}`, uri)),
-        );
+/** Wraps `base` with the given faults; every other operation goes straight to `base`. */
+export function faultStorage(faults: Faults, base: Storage): Storage {
+  return new FaultStorage(faults, base);
+}
+
+class FaultStorage extends BaseStorage {
+  #writeLock = Promise.resolve();
+
+  constructor(private readonly faults: Faults, private readonly base: Storage) {
+    super();
+  }
+
+  stat(uri: string): Promise<ObjectInfo | null> {
+    return this.base.stat(uri);
+  }
+
+  readRange(
+    uri: string,
+    start: number,
+    end: number,
+    options?: ReadRangeOptions,
+  ): Promise<Uint8Array> {
+    return this.base.readRange(uri, start, end, options);
+  }
+
+  list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo> {
+    return this.base.list(prefix, options);
+  }
+
+  delete(uri: string): Promise<void> {
+    return this.base.delete(uri);
+  }
+
+  override async readBytes(uri: string): Promise<Uint8Array> {
+    await this.faults.beforeRead?.(uri);
+    return await this.base.readBytes(uri);
+  }
+
+  async read(uri: string): Promise<ReadableStream<Uint8Array>> {
+    await this.faults.beforeRead?.(uri);
+    const stream = await this.base.read(uri);
+    const fail = this.faults.failReadAfterBytes;
+    if (fail?.match(uri)) {
+      return limitStream(
+        stream,
+        fail.bytes,
+        (c) => c.error(new StorageError(`injected fault: connection reset reading ${uri}`, uri)),
+      );
+    }
+    const stall = this.faults.stallReadAfterBytes;
+    if (stall?.match(uri)) {
+      return limitStream(stream, stall.bytes, () => new Promise(() => {}));
+    }
+    return stream;
+  }
+
+  async write(
+    uri: string,
+    body: Body,
+    options: WriteOptions = {},
+  ): Promise<{ etag: string | null }> {
+    await this.faults.beforeWrite?.(uri);
+    if (!this.faults.conditionalWrites || options.ifNoneMatch !== "*") {
+      return this.base.write(uri, body, options);
+    }
+    // Serialize conditional writes so check-then-write is atomic, as S3 makes it.
+    const previous = this.#writeLock;
+    let release!: () => void;
+    this.#writeLock = new Promise((r) => (release = r));
+    await previous;
+    try {
+      if (await this.base.stat(uri)) {
+        if (body instanceof ReadableStream) await body.cancel();
+        throw new PreconditionFailedError(uri);
       }
-      const stall = faults.stallReadAfterBytes;
-      if (stall?.match(uri)) {
-        return limitStream(stream, stall.bytes, () => new Promise(() => {}));
-      }
-      return stream;
-    },
-    async writeObject(uri, body, options = {}) {
-      await faults.beforeWrite?.(uri);
-      if (!faults.conditionalWrites || options.ifNoneMatch !== "*") {
-        return base.writeObject(uri, body, options);
-      }
-      // Serialize conditional writes so check-then-write is atomic, as S3 makes it.
-      const previous = writeLock;
-      let release!: () => void;
-      writeLock = new Promise((r) => (release = r));
-      await previous;
-      try {
-        if (await base.stat(uri)) {
-          if (body instanceof ReadableStream) await body.cancel();
-          throw new PreconditionFailedError(uri);
-        }
-        return await base.writeObject(uri, body, { ...options, ifNoneMatch: undefined });
-      } finally {
-        release();
-      }
-    },
-  };
+      return await this.base.write(uri, body, { ...options, ifNoneMatch: undefined });
+    } finally {
+      release();
+    }
+  }
 }

@@ -14,7 +14,7 @@ import {
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { configureS3, list, stat, writeObject } from "../../lib/storage.ts";
+import { createStorage, type UriStorage } from "../../lib/storage.ts";
 import { parquetBytes, recordsParquet } from "../lib/parquet-fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
 import {
@@ -26,6 +26,7 @@ import {
 } from "./fixtures.ts";
 
 let s3: S3Server;
+let storage: UriStorage;
 let tmp: string;
 let model: TestModel;
 let app: ScoringApp;
@@ -34,14 +35,15 @@ const MODEL = "s3://corpus/models/rater.onnx";
 beforeAll(async () => {
   tmp = await Deno.makeTempDir({ prefix: "score-parquet-" });
   s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus"] });
-  configureS3(s3.settings);
+  storage = createStorage({ s3: s3.settings });
   model = await buildTestModel({ kind: "mlp", seqLen: 32 });
-  await writeObject(MODEL, model.bytes);
-  app = createApp({ allowedRoots: ["s3://corpus/", `file://${tmp}/`], batchSize: 16 });
+  await storage.write(MODEL, model.bytes);
+  app = createApp({ storage, allowedRoots: ["s3://corpus/", `file://${tmp}/`], batchSize: 16 });
 });
 
 afterAll(async () => {
   await app?.close();
+  storage?.close();
   await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
@@ -58,12 +60,12 @@ describe("scoring Parquet shards", () => {
     const records = texts.map((text, i) => ({ id: `p${i}`, text, lang: "en" }));
     const bytes = recordsParquet(records, { codec: "ZSTD", rowGroupSize: 40 });
     const shard = `file://${tmp}/shards/part-0.parquet`;
-    await writeObject(shard, bytes);
+    await storage.write(shard, bytes);
     const output = `file://${tmp}/manifests/part-0.manifest.jsonl`;
     const r = await scoreAtZero(app, shard, output);
     expect(r.status).toBe(201);
     const expected = await scoreDirect(model.bytes, texts, model.seqLen);
-    const { header, entries } = await readManifest(output);
+    const { header, entries } = await readManifest(storage, output);
     const got = await Array.fromAsync(entries);
     expect(got.map((e) => [e.id, e.line])).toEqual(records.map((rec, i) => [rec.id, i + 1]));
     for (let i = 0; i < got.length; i++) {
@@ -83,7 +85,7 @@ describe("scoring Parquet shards", () => {
     expect(header.input).toMatchObject({ sha256: sha256(bytes), size: bytes.length });
     expect(r.body.input.sha256).toBe(sha256(bytes));
 
-    const joined = await Array.fromAsync(keptRecords(output));
+    const joined = await Array.fromAsync(keptRecords(storage, output));
     expect(joined.map((k) => [k.line, k.id, k.text, k.score])).toEqual(
       kept.map((e) => [e.line, e.id, texts[e.line - 1], e.score]),
     );
@@ -91,17 +93,19 @@ describe("scoring Parquet shards", () => {
 
     // A copy has another ETag: keptRecords and verifyManifest hash its bytes instead.
     const copy = `file://${tmp}/shards/copy-0.parquet`;
-    await writeObject(copy, bytes);
-    const viaHash = await Array.fromAsync(keptRecords(output, { shard: copy }));
+    await storage.write(copy, bytes);
+    const viaHash = await Array.fromAsync(keptRecords(storage, output, { shard: copy }));
     expect(viaHash.map((k) => k.id)).toEqual(kept.map((e) => e.id));
-    expect(await verifyManifest(output, { shard: copy })).toMatchObject({
+    expect(await verifyManifest(storage, output, { shard: copy })).toMatchObject({
       ok: true,
       method: "sha256",
     });
     // Same ids and rows, other bytes: the join completes, then the hash check refuses it.
     const changed = `file://${tmp}/shards/changed-0.parquet`;
-    await writeObject(changed, recordsParquet(records, { codec: "SNAPPY", rowGroupSize: 40 }));
-    const err = await Array.fromAsync(keptRecords(output, { shard: changed })).catch((e) => e);
+    await storage.write(changed, recordsParquet(records, { codec: "SNAPPY", rowGroupSize: 40 }));
+    const err = await Array.fromAsync(keptRecords(storage, output, { shard: changed })).catch((e) =>
+      e
+    );
     expect(err).toBeInstanceOf(ManifestMismatchError);
     expect(err.message).toContain("sha256");
   });
@@ -118,7 +122,7 @@ describe("scoring Parquet shards", () => {
       { name: "body", data: bodies, type: "STRING" },
     ], { codec: "GZIP", rowGroupSize: 16 });
     const shard = "s3://corpus/shards/part-1.parquet";
-    await writeObject(shard, bytes);
+    await storage.write(shard, bytes);
     const output = "s3://corpus/manifests/part-1.manifest.jsonl";
     const r = await score(app, {
       model: MODEL,
@@ -131,14 +135,14 @@ describe("scoring Parquet shards", () => {
     expect(r.status).toBe(201);
     expect(r.body.counts.records).toBe(47);
     expect(r.body.counts.skippedInvalid).toBe(3);
-    const { header, entries } = await readManifest(output);
+    const { header, entries } = await readManifest(storage, output);
     expect(header.invalid).toEqual([
       { line: 5, error: 'field "doc" must be a string or number' },
       { line: 10, error: 'field "body" must be a string' },
       { line: 21, error: 'duplicate id "d3" (first at line 4)' },
     ]);
     expect(header.input).toMatchObject({ sha256: sha256(bytes), size: bytes.length });
-    expect(header.input.etag).toBe((await stat(shard))!.etag);
+    expect(header.input.etag).toBe((await storage.stat(shard))!.etag);
     const got = await Array.fromAsync(entries);
     const goodRows = texts.map((_, i) => i).filter((i) => i !== 4 && i !== 9 && i !== 20);
     expect(got.map((e) => e.line)).toEqual(goodRows.map((i) => i + 1));
@@ -147,28 +151,28 @@ describe("scoring Parquet shards", () => {
       expect(Math.abs(got[j].score - expected[j])).toBeLessThanOrEqual(1e-6);
     }
     const kept = got.filter((e) => e.keep);
-    const joined = await Array.fromAsync(keptRecords(output));
+    const joined = await Array.fromAsync(keptRecords(storage, output));
     expect(joined.map((k) => [k.line, k.id, k.text])).toEqual(
       kept.map((e) => [e.line, e.id, texts[e.line - 1]]),
     );
-    expect(await verifyManifest(output)).toMatchObject({ ok: true, method: "etag" });
+    expect(await verifyManifest(storage, output)).toMatchObject({ ok: true, method: "etag" });
   });
 
   it("a read that fails mid-shard leaves no manifest (502)", async () => {
     const records = referenceTexts(60, 5).map((text, i) => ({ id: `f${i}`, text }));
     const shard = "s3://corpus/shards/part-2.parquet";
-    await writeObject(shard, recordsParquet(records, { rowGroupSize: 20 }));
-    const storage = faultStorage({
+    await storage.write(shard, recordsParquet(records, { rowGroupSize: 20 }));
+    const faulty = faultStorage({
       failReadAfterBytes: { match: (u) => u === shard, bytes: 300 },
-    });
-    const a = createApp({ allowedRoots: ["s3://corpus/"], storage, batchSize: 16 });
+    }, storage);
+    const a = createApp({ storage: faulty, allowedRoots: ["s3://corpus/"], batchSize: 16 });
     try {
       const output = "s3://corpus/manifests/crash/part-2.manifest.jsonl";
       const r = await scoreAtZero(a, shard, output);
       expect(r.status).toBe(502);
       expect(r.body.error.code).toBe("storage_error");
-      expect(await stat(output)).toBeNull();
-      expect(await Array.fromAsync(list("s3://corpus/manifests/crash/"))).toEqual([]);
+      expect(await storage.stat(output)).toBeNull();
+      expect(await Array.fromAsync(storage.list("s3://corpus/manifests/crash/"))).toEqual([]);
     } finally {
       await a.close();
     }
@@ -177,12 +181,12 @@ describe("scoring Parquet shards", () => {
   it("a truncated Parquet shard is a 400 invalid_record of kind corrupt", async () => {
     const bytes = recordsParquet([{ id: "a", text: "x" }, { id: "b", text: "y" }]);
     const shard = `file://${tmp}/shards/truncated.parquet`;
-    await writeObject(shard, bytes.slice(0, -6));
+    await storage.write(shard, bytes.slice(0, -6));
     const output = `file://${tmp}/manifests/truncated.manifest.jsonl`;
     const r = await scoreAtZero(app, shard, output);
     expect(r.status).toBe(400);
     expect(r.body.error).toMatchObject({ code: "invalid_record", kind: "corrupt", uri: shard });
     expect(r.body.error.message).toContain("is the file truncated");
-    expect(await stat(output)).toBeNull();
+    expect(await storage.stat(output)).toBeNull();
   });
 });

@@ -20,7 +20,7 @@ import {
 } from "../../lib/manifest.ts";
 import { encodeJsonl, encodeJsonlGz } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { configureS3, list, stat, writeObject } from "../../lib/storage.ts";
+import { createStorage, type UriStorage } from "../../lib/storage.ts";
 import {
   buildTestModel,
   postScore as score,
@@ -31,6 +31,7 @@ import {
 import { faultStorage } from "./fault-storage.ts";
 
 let s3: S3Server;
+let storage: UriStorage;
 let tmp: string;
 let model: TestModel;
 let app: ScoringApp;
@@ -46,28 +47,29 @@ const shards: ShardFixture[] = [];
 beforeAll(async () => {
   tmp = await Deno.makeTempDir({ prefix: "score-s3-" });
   s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus", "other"] });
-  configureS3(s3.settings);
+  storage = createStorage({ s3: s3.settings });
   model = await buildTestModel({ kind: "transformer", seqLen: 48 });
-  await writeObject(MODEL, model.bytes);
+  await storage.write(MODEL, model.bytes);
   // 8 shards of varied size, half gzip, records drawn like the calibration's reference sample.
   for (let s = 0; s < 8; s++) {
     const texts = referenceTexts(150 + 37 * s, 100 + s);
     const records = texts.map((text, i) => ({ id: `s${s}-r${i}`, text }));
     const uri = `s3://corpus/shards/part-${s}.jsonl${s % 2 ? ".gz" : ""}`;
-    await writeObject(uri, s % 2 ? await encodeJsonlGz(records) : encodeJsonl(records));
+    await storage.write(uri, s % 2 ? await encodeJsonlGz(records) : encodeJsonl(records));
     shards.push({ uri, records, scores: await scoreDirect(model.bytes, texts, model.seqLen) });
   }
-  app = createApp({ allowedRoots: ["s3://corpus/"], batchSize: 64 });
+  app = createApp({ storage, allowedRoots: ["s3://corpus/"], batchSize: 64 });
 });
 
 afterAll(async () => {
   await app?.close();
+  storage?.close();
   await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
 
 async function entriesOf(uri: string): Promise<ManifestEntry[]> {
-  const { entries } = await readManifest(uri);
+  const { entries } = await readManifest(storage, uri);
   return await Array.fromAsync(entries);
 }
 
@@ -111,10 +113,10 @@ describe("scoring shards in S3", () => {
     // Same distribution as the calibration sample: about a quarter is kept.
     expect(kept / shard.records.length).toBeGreaterThan(0.12);
     expect(kept / shard.records.length).toBeLessThan(0.38);
-    const info = await stat(shard.uri);
+    const info = await storage.stat(shard.uri);
     expect(r.body.input.etag).toBe(info!.etag);
     expect(r.body.model.sha256).toBe(model.sha256);
-    expect(await verifyManifest(output)).toMatchObject({ ok: true, method: "etag" });
+    expect(await verifyManifest(storage, output)).toMatchObject({ ok: true, method: "etag" });
   });
 
   it("threshold: keep iff the raw score is at least the threshold (gzip shard)", async () => {
@@ -160,8 +162,8 @@ describe("scoring shards in S3", () => {
     });
     const entries = await entriesOf(output);
     const keptEntries = entries.filter((e) => e.keep);
-    expect(await Array.fromAsync(keptIds(output))).toEqual(keptEntries.map((e) => e.id));
-    const records = await Array.fromAsync(keptRecords(output));
+    expect(await Array.fromAsync(keptIds(storage, output))).toEqual(keptEntries.map((e) => e.id));
+    const records = await Array.fromAsync(keptRecords(storage, output));
     const byId = new Map(shard.records.map((r) => [r.id, r.text]));
     expect(records.map((r) => r.id)).toEqual(keptEntries.map((e) => e.id));
     for (const r of records) expect(r.text).toBe(byId.get(r.id));
@@ -199,7 +201,7 @@ describe("scoring shards in S3", () => {
     expect([a.status, b.status].sort()).toEqual([200, 201]);
     expect([a.body.cached, b.body.cached].sort()).toEqual([false, true]);
     expect(a.body.counts).toEqual(b.body.counts);
-    const objects = await Array.fromAsync(list("s3://corpus/manifests/twice/"));
+    const objects = await Array.fromAsync(storage.list("s3://corpus/manifests/twice/"));
     expect(objects.map((o) => o.uri)).toEqual([body.output]);
   });
 
@@ -208,14 +210,16 @@ describe("scoring shards in S3", () => {
     let arrivals = 0;
     let release!: () => void;
     const bothAtWrite = new Promise<void>((r) => (release = r));
-    const storage = faultStorage({
+    const faulty = faultStorage({
       conditionalWrites: true,
       beforeWrite: async () => {
         if (++arrivals === 2) release();
         await bothAtWrite;
       },
-    });
-    const replicas = [0, 1].map(() => createApp({ allowedRoots: ["s3://corpus/"], storage }));
+    }, storage);
+    const replicas = [0, 1].map(() =>
+      createApp({ storage: faulty, allowedRoots: ["s3://corpus/"] })
+    );
     try {
       const body = {
         model: MODEL,
@@ -225,7 +229,7 @@ describe("scoring shards in S3", () => {
       };
       const [a, b] = await Promise.all(replicas.map((r) => score(r, body)));
       expect([a.status, b.status].sort()).toEqual([200, 201]);
-      const objects = await Array.fromAsync(list("s3://corpus/manifests/replicas/"));
+      const objects = await Array.fromAsync(storage.list("s3://corpus/manifests/replicas/"));
       expect(objects.length).toBe(1);
     } finally {
       for (const r of replicas) await r.close();
@@ -234,10 +238,10 @@ describe("scoring shards in S3", () => {
 
   it("a read that fails mid-shard in S3 leaves no manifest object", async () => {
     const shard = shards[6];
-    const storage = faultStorage({
+    const faulty = faultStorage({
       failReadAfterBytes: { match: (u) => u === shard.uri, bytes: 2000 },
-    });
-    const a = createApp({ allowedRoots: ["s3://corpus/"], storage, batchSize: 16 });
+    }, storage);
+    const a = createApp({ storage: faulty, allowedRoots: ["s3://corpus/"], batchSize: 16 });
     try {
       const output = "s3://corpus/manifests/crash/part-6.manifest.jsonl";
       const r = await score(a, {
@@ -247,8 +251,8 @@ describe("scoring shards in S3", () => {
         policy: { kind: "threshold", threshold: 0 },
       });
       expect(r.status).toBe(502);
-      expect(await stat(output)).toBeNull();
-      expect(await Array.fromAsync(list("s3://corpus/manifests/crash/"))).toEqual([]);
+      expect(await storage.stat(output)).toBeNull();
+      expect(await Array.fromAsync(storage.list("s3://corpus/manifests/crash/"))).toEqual([]);
     } finally {
       await a.close();
     }

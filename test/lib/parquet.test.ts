@@ -11,26 +11,26 @@ import { readRecords, type RecordEntry, RecordError } from "../../lib/records.ts
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { loadDataset } from "../../training/data.ts";
 import {
-  configureS3,
-  deleteObject,
+  createStorage,
   NotFoundError,
   ObjectChangedError,
-  readRange,
-  stat,
-  writeObject,
+  type Storage,
+  type UriStorage,
 } from "../../lib/storage.ts";
 import { type FixtureCodec, parquetBytes, recordsParquet } from "./parquet-fixtures.ts";
 
 let tmp: string;
 let s3: S3Server;
+let storage: UriStorage;
 
 beforeAll(async () => {
   tmp = await Deno.makeTempDir({ prefix: "parquet-test-" });
   s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["pq-bucket"] });
-  configureS3(s3.settings);
+  storage = createStorage({ s3: s3.settings });
 });
 
 afterAll(async () => {
+  storage?.close();
   await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
@@ -61,16 +61,23 @@ function noisyText(seed: number, length: number): string {
   return out;
 }
 
-/** readRange that records every range asked for. */
-function recordingReadRange() {
+/** The test's storage, recording every range asked for. */
+function recordingStorage(): { calls: [number, number][]; storage: Storage } {
   const calls: [number, number][] = [];
-  return {
-    calls,
-    readRange: (uri: string, start: number, end: number) => {
-      calls.push([start, end]);
-      return readRange(uri, start, end);
+  const base = storage;
+  const recording = new Proxy(base, {
+    get(target, prop) {
+      if (prop === "readRange") {
+        return (uri: string, start: number, end: number, options?: { etag?: string | null }) => {
+          calls.push([start, end]);
+          return target.readRange(uri, start, end, options);
+        };
+      }
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
     },
-  };
+  });
+  return { calls, storage: recording };
 }
 
 /** Byte span [start, end) of each row group's column chunks (optionally only some columns). */
@@ -98,7 +105,7 @@ describe("readRecords on Parquet shards", () => {
       const meta = parquetMetadata(bytes);
       expect(meta.row_groups.map((g) => Number(g.num_rows))).toEqual([7, 7, 6]);
       expect(meta.row_groups[0].columns[1].meta_data!.codec).toBe(codec);
-      const got = await Array.fromAsync(readRecords(await writeTemp(bytes)));
+      const got = await Array.fromAsync(readRecords(storage, await writeTemp(bytes)));
       expect(got).toEqual(records.map((r, i): RecordEntry => ({
         line: i + 1,
         id: r.id,
@@ -112,7 +119,7 @@ describe("readRecords on Parquet shards", () => {
   test("detected by content, not by name: a Parquet file named .jsonl reads as Parquet", async () => {
     const path = `${tmp}/misnamed.jsonl`;
     await Deno.writeFile(path, recordsParquet(sampleRecords(5)));
-    const got = await Array.fromAsync(readRecords(path));
+    const got = await Array.fromAsync(readRecords(storage, path));
     expect(got.map((r) => r.id)).toEqual(["doc-0", "doc-1", "doc-2", "doc-3", "doc-4"]);
   });
 
@@ -126,8 +133,8 @@ describe("readRecords on Parquet shards", () => {
     const spans = groupSpans(bytes);
     expect(spans.length).toBe(4);
     const uri = await writeTemp(bytes);
-    const { calls, readRange: rr } = recordingReadRange();
-    const it = readRecords(uri, { readRange: rr });
+    const { calls, storage: rs } = recordingStorage();
+    const it = readRecords(rs, uri);
     const first = await it.next();
     expect(first.value?.line).toBe(1);
     // The footer (the file's last bytes), then ranges inside row group 0 only.
@@ -153,9 +160,9 @@ describe("readRecords on Parquet shards", () => {
     }));
     const bytes = recordsParquet(records, { codec: "UNCOMPRESSED", rowGroupSize: 100 });
     const bigSpans = groupSpans(bytes, ["big"]);
-    const { calls, readRange: rr } = recordingReadRange();
+    const { calls, storage: rs } = recordingStorage();
     const got = await Array.fromAsync(
-      readRecords(await writeTemp(bytes), { readRange: rr, columns: [] }),
+      readRecords(rs, await writeTemp(bytes), { columns: [] }),
     );
     expect(got.map((r) => r.record)).toEqual(records.map((r) => ({ id: r.id, text: r.text })));
     for (const [s, e] of calls.slice(1)) { // after the footer read
@@ -169,7 +176,7 @@ describe("readRecords on Parquet shards", () => {
       { name: "content", data: ["a", "b", "c"], type: "STRING" },
     ]);
     const got = await Array.fromAsync(
-      readRecords(await writeTemp(bytes), { idField: "doc_id", textField: "content" }),
+      readRecords(storage, await writeTemp(bytes), { idField: "doc_id", textField: "content" }),
     );
     expect(got.map((r) => [r.line, r.id, r.text])).toEqual([
       [1, "7", "a"],
@@ -187,7 +194,7 @@ describe("readRecords on Parquet shards", () => {
 
   test("skip: rows with a null id or text are reported as RecordErrors with their row numbers", async () => {
     const skipped: RecordError[] = [];
-    const got = await Array.fromAsync(readRecords(await writeTemp(withNulls()), {
+    const got = await Array.fromAsync(readRecords(storage, await writeTemp(withNulls()), {
       onInvalid: "skip",
       onSkip: (e) => skipped.push(e),
     }));
@@ -199,7 +206,7 @@ describe("readRecords on Parquet shards", () => {
   });
 
   test("fail (the default): the first bad row throws its RecordError", async () => {
-    const it = readRecords(await writeTemp(withNulls()));
+    const it = readRecords(storage, await writeTemp(withNulls()));
     expect((await it.next()).value?.id).toBe("a");
     const err = await it.next().catch((e) => e);
     expect(err).toBeInstanceOf(RecordError);
@@ -212,7 +219,7 @@ describe("readRecords on Parquet shards", () => {
       { name: "text", data: [1, 2], type: "INT32" },
     ]);
     const skipped: RecordError[] = [];
-    const got = await Array.fromAsync(readRecords(await writeTemp(bytes), {
+    const got = await Array.fromAsync(readRecords(storage, await writeTemp(bytes), {
       onInvalid: "skip",
       onSkip: (e) => skipped.push(e),
     }));
@@ -225,7 +232,7 @@ describe("readRecords on Parquet shards", () => {
 
   test("a file without the id column reports missing-id per row rather than failing to open", async () => {
     const bytes = parquetBytes([{ name: "text", data: ["x", "y"], type: "STRING" }]);
-    const err = await Array.fromAsync(readRecords(await writeTemp(bytes))).catch((e) => e);
+    const err = await Array.fromAsync(readRecords(storage, await writeTemp(bytes))).catch((e) => e);
     expect(err).toBeInstanceOf(RecordError);
     expect(err).toMatchObject({ line: 1, kind: "missing-id" });
   });
@@ -240,7 +247,7 @@ describe("readRecords on Parquet shards", () => {
         type: "BYTE_ARRAY",
       },
     ]);
-    const got = await Array.fromAsync(readRecords(await writeTemp(bytes)));
+    const got = await Array.fromAsync(readRecords(storage, await writeTemp(bytes)));
     expect(got.map((r) => [r.text, r.invalidUtf8])).toEqual([["fine", false], ["ok\uFFFD!", true]]);
     expect(got[1].record.text).toBe("ok\uFFFD!");
   });
@@ -248,7 +255,7 @@ describe("readRecords on Parquet shards", () => {
   test("a Parquet byte stream without its URI throws ParquetError saying a URI is needed", async () => {
     const bytes = recordsParquet(sampleRecords(3));
     const stream = new Blob([bytes as BlobPart]).stream();
-    const err = await Array.fromAsync(readRecords(stream)).catch((e) => e);
+    const err = await Array.fromAsync(readRecords(storage, stream)).catch((e) => e);
     expect(err).toBeInstanceOf(ParquetError);
     expect(err.kind).toBe("needs-random-access");
     expect(err.message).toContain("pass its URI");
@@ -267,7 +274,7 @@ describe("readRecords on Parquet shards", () => {
         },
       }),
     );
-    const got = await Array.fromAsync(readRecords(counted, { uri }));
+    const got = await Array.fromAsync(readRecords(storage, counted, { uri }));
     expect(got.map((r) => r.id)).toEqual(records.map((r) => r.id));
     expect(seen).toBe(bytes.length);
   });
@@ -281,14 +288,14 @@ describe("readRecords on Parquet shards", () => {
         c.error(new Error("connection reset"));
       },
     });
-    const err = await Array.fromAsync(readRecords(failing, { uri })).catch((e) => e);
+    const err = await Array.fromAsync(readRecords(storage, failing, { uri })).catch((e) => e);
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toBe("connection reset");
   });
 
   test("a file that starts with PAR1 but is cut short is a corrupt ParquetError", async () => {
     const bytes = recordsParquet(sampleRecords(10));
-    const err = await Array.fromAsync(readRecords(await writeTemp(bytes.slice(0, -10))))
+    const err = await Array.fromAsync(readRecords(storage, await writeTemp(bytes.slice(0, -10))))
       .catch((e) => e);
     expect(err).toBeInstanceOf(ParquetError);
     expect(err.kind).toBe("corrupt");
@@ -297,9 +304,9 @@ describe("readRecords on Parquet shards", () => {
 
   test("a row group over maxRowGroupBytes is refused before it is read", async () => {
     const bytes = recordsParquet(sampleRecords(10));
-    const { calls, readRange: rr } = recordingReadRange();
+    const { calls, storage: rs } = recordingStorage();
     const err = await Array.fromAsync(
-      readRecords(await writeTemp(bytes), { readRange: rr, maxRowGroupBytes: 50 }),
+      readRecords(rs, await writeTemp(bytes), { maxRowGroupBytes: 50 }),
     ).catch((e) => e);
     expect(err).toBeInstanceOf(ParquetError);
     expect(err.kind).toBe("row-group-too-large");
@@ -309,17 +316,17 @@ describe("readRecords on Parquet shards", () => {
 
   test("JSON Lines streams are unaffected by options.uri", async () => {
     const stream = new Blob(['{"id":"a","text":"x"}\n{"id":"b","text":"y"}\n']).stream();
-    const got = await Array.fromAsync(readRecords(stream, { uri: "file:///nonexistent" }));
+    const got = await Array.fromAsync(readRecords(storage, stream, { uri: "file:///nonexistent" }));
     expect(got.map((r) => r.id)).toEqual(["a", "b"]);
   });
 
   test("over S3 (s3rver): a Parquet shard reads through ranged GETs", async () => {
     const records = sampleRecords(25);
-    await writeObject(
+    await storage.write(
       "s3://pq-bucket/shards/a.parquet",
       recordsParquet(records, { rowGroupSize: 10 }),
     );
-    const got = await Array.fromAsync(readRecords("s3://pq-bucket/shards/a.parquet"));
+    const got = await Array.fromAsync(readRecords(storage, "s3://pq-bucket/shards/a.parquet"));
     expect(got.map((r) => [r.line, r.id, r.text])).toEqual(
       records.map((r, i) => [i + 1, r.id, r.text]),
     );
@@ -338,7 +345,7 @@ describe("training data", () => {
       ], { rowGroupSize: 2 }),
     );
     await Deno.writeTextFile(`${dir}b.jsonl`, '{"id":"b1","text":"beta"}\n');
-    const ds = await loadDataset(dir, { seqLen: 8, name: "train" });
+    const ds = await loadDataset(storage, dir, { seqLen: 8, name: "train" });
     expect(ds.stats).toMatchObject({ shards: 2, records: 3, skipped: { "missing-text": 1 } });
     const text = (i: number) =>
       new TextDecoder().decode(ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]));
@@ -352,19 +359,21 @@ describe("readRange", () => {
   test("file: returns bytes [start, end), cut at the end of the file", async () => {
     const path = `${tmp}/range.bin`;
     await Deno.writeFile(path, data);
-    expect(await readRange(path, 10, 20)).toEqual(data.slice(10, 20));
-    expect(await readRange(`file://${path}`, 0, 1000)).toEqual(data);
-    expect(await readRange(path, 990, 2000)).toEqual(data.slice(990));
-    expect(await readRange(path, 5, 5)).toEqual(new Uint8Array(0));
-    await expect(readRange(`${tmp}/missing.bin`, 0, 4)).rejects.toBeInstanceOf(NotFoundError);
+    expect(await storage.readRange(path, 10, 20)).toEqual(data.slice(10, 20));
+    expect(await storage.readRange(`file://${path}`, 0, 1000)).toEqual(data);
+    expect(await storage.readRange(path, 990, 2000)).toEqual(data.slice(990));
+    expect(await storage.readRange(path, 5, 5)).toEqual(new Uint8Array(0));
+    await expect(storage.readRange(`${tmp}/missing.bin`, 0, 4)).rejects.toBeInstanceOf(
+      NotFoundError,
+    );
   });
 
   test("S3 (s3rver): a ranged GET returns exactly bytes [start, end)", async () => {
-    await writeObject("s3://pq-bucket/range.bin", data);
-    expect(await readRange("s3://pq-bucket/range.bin", 10, 20)).toEqual(data.slice(10, 20));
-    expect(await readRange("s3://pq-bucket/range.bin", 996, 1000)).toEqual(data.slice(996));
-    expect(await readRange("s3://pq-bucket/range.bin", 990, 2000)).toEqual(data.slice(990));
-    await expect(readRange("s3://pq-bucket/missing.bin", 0, 4)).rejects.toBeInstanceOf(
+    await storage.write("s3://pq-bucket/range.bin", data);
+    expect(await storage.readRange("s3://pq-bucket/range.bin", 10, 20)).toEqual(data.slice(10, 20));
+    expect(await storage.readRange("s3://pq-bucket/range.bin", 996, 1000)).toEqual(data.slice(996));
+    expect(await storage.readRange("s3://pq-bucket/range.bin", 990, 2000)).toEqual(data.slice(990));
+    await expect(storage.readRange("s3://pq-bucket/missing.bin", 0, 4)).rejects.toBeInstanceOf(
       NotFoundError,
     );
   });
@@ -372,32 +381,34 @@ describe("readRange", () => {
   test("file: a read pinned to an ETag fails once the file is replaced", async () => {
     const path = `${tmp}/pinned.bin`;
     await Deno.writeFile(path, data);
-    const { etag } = (await stat(path))!;
-    expect(await readRange(path, 0, 10, { etag })).toEqual(data.slice(0, 10));
+    const { etag } = (await storage.stat(path))!;
+    expect(await storage.readRange(path, 0, 10, { etag })).toEqual(data.slice(0, 10));
     await Deno.writeFile(path, data.slice(0, 500)); // another version (another size)
-    const err = await readRange(path, 0, 10, { etag }).catch((e) => e);
+    const err = await storage.readRange(path, 0, 10, { etag }).catch((e) => e);
     expect(err).toBeInstanceOf(ObjectChangedError);
     expect(err.message).toMatch(/changed while being read/);
   });
 
   test("S3 (s3rver): a read pinned to an ETag fails once the object is replaced", async () => {
     const uri = "s3://pq-bucket/pinned.bin";
-    await writeObject(uri, data);
-    const { etag } = (await stat(uri))!;
-    expect(await readRange(uri, 0, 10, { etag })).toEqual(data.slice(0, 10));
-    await deleteObject(uri);
-    await writeObject(uri, data.slice(0, 500));
-    await expect(readRange(uri, 0, 10, { etag })).rejects.toBeInstanceOf(ObjectChangedError);
+    await storage.write(uri, data);
+    const { etag } = (await storage.stat(uri))!;
+    expect(await storage.readRange(uri, 0, 10, { etag })).toEqual(data.slice(0, 10));
+    await storage.delete(uri);
+    await storage.write(uri, data.slice(0, 500));
+    await expect(storage.readRange(uri, 0, 10, { etag })).rejects.toBeInstanceOf(
+      ObjectChangedError,
+    );
     // Unpinned, the new version is read.
-    expect(await readRange(uri, 0, 10)).toEqual(data.slice(0, 10));
+    expect(await storage.readRange(uri, 0, 10)).toEqual(data.slice(0, 10));
   });
 
   test("a Parquet file replaced after it was opened fails instead of mixing versions", async () => {
     const uri = "s3://pq-bucket/replaced.parquet";
-    await writeObject(uri, data);
-    const file = await rangedFile(uri); // pinned to the ETag stat reports now
-    await deleteObject(uri);
-    await writeObject(uri, data.slice().reverse());
+    await storage.write(uri, data);
+    const file = await rangedFile(storage, uri); // pinned to the ETag stat reports now
+    await storage.delete(uri);
+    await storage.write(uri, data.slice().reverse());
     await expect(file.slice(0, 8)).rejects.toBeInstanceOf(ObjectChangedError);
   });
 });

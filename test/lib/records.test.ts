@@ -6,6 +6,10 @@ import {
   RecordError,
   splitLines,
 } from "../../lib/records.ts";
+import { MemoryStorage } from "../../lib/storage.ts";
+
+// Streams need no store; one is passed because a Parquet stream would be read through it.
+const storage = new MemoryStorage();
 
 function streamOf(
   ...chunks: (string | Uint8Array)[]
@@ -28,10 +32,10 @@ test("reads plain and gzip JSON Lines alike (gzip detected by magic bytes)", asy
     source: "x",
   }];
   const plain = await Array.fromAsync(
-    readRecords(streamOf(encodeJsonl(records))),
+    readRecords(storage, streamOf(encodeJsonl(records))),
   );
   const gz = await Array.fromAsync(
-    readRecords(streamOf(await encodeJsonlGz(records))),
+    readRecords(storage, streamOf(await encodeJsonlGz(records))),
   );
   expect(plain.map((r) => [r.line, r.id, r.text])).toEqual([[1, "a", "one"], [
     2,
@@ -64,7 +68,7 @@ test("malformed lines fail with their line number and kind", async () => {
     ['{"id":1,"text":"ok"}\n{"id":3}\n', "missing-text"],
   ];
   for (const [body, kind] of cases) {
-    const err = await Array.fromAsync(readRecords(streamOf(body))).catch((e) => e);
+    const err = await Array.fromAsync(readRecords(storage, streamOf(body))).catch((e) => e);
     expect(err).toBeInstanceOf(RecordError);
     expect(err.kind).toBe(kind);
     expect(err.line).toBe(2);
@@ -76,7 +80,7 @@ test("skip mode reports each bad line and yields the good ones", async () => {
   const skipped: RecordError[] = [];
   const body = '{"id":1,"text":"a"}\nnope\n\n{"id":2,"text":"b"}\n{"id":3}\n';
   const got = await Array.fromAsync(
-    readRecords(streamOf(body), {
+    readRecords(storage, streamOf(body), {
       onInvalid: "skip",
       onSkip: (e) => skipped.push(e),
     }),
@@ -95,7 +99,7 @@ test("invalid UTF-8 is flagged, not fatal, and custom field names work", async (
     ...new TextEncoder().encode('b"}\n'),
   ]);
   const [r] = await Array.fromAsync(
-    readRecords(streamOf(bad), { idField: "key", textField: "body" }),
+    readRecords(storage, streamOf(bad), { idField: "key", textField: "body" }),
   );
   expect(r.id).toBe("k");
   expect(r.invalidUtf8).toBe(true);
@@ -104,7 +108,7 @@ test("invalid UTF-8 is flagged, not fatal, and custom field names work", async (
 
 test("an over-long line is refused rather than buffered without bound", async () => {
   const err = await Array.fromAsync(
-    readRecords(streamOf('{"id":1,"text":"' + "x".repeat(1000) + '"}\n'), {
+    readRecords(storage, streamOf('{"id":1,"text":"' + "x".repeat(1000) + '"}\n'), {
       maxLineBytes: 100,
     }),
   ).catch((e) => e);
@@ -113,7 +117,7 @@ test("an over-long line is refused rather than buffered without bound", async ()
 });
 
 test("an empty shard yields no records", async () => {
-  expect(await Array.fromAsync(readRecords(streamOf("")))).toEqual([]);
-  expect(await Array.fromAsync(readRecords(streamOf(await encodeJsonlGz([])))))
+  expect(await Array.fromAsync(readRecords(storage, streamOf("")))).toEqual([]);
+  expect(await Array.fromAsync(readRecords(storage, streamOf(await encodeJsonlGz([])))))
     .toEqual([]);
 });

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { encodeJsonl, encodeJsonlGz, isShardName, SHARD_PATTERN } from "../../lib/records.ts";
-import type { ObjectInfo } from "../../lib/storage.ts";
+import { FileStorage, MemoryStorage } from "../../lib/storage.ts";
 import { listShards, loadDataset } from "../../training/data.ts";
 import { loadRecords } from "../../evaluation/data.ts";
 import { manifestUriFor, scoreAll, SHARD_PATTERN as SCORE_PATTERN } from "../../scripts/score.ts";
@@ -29,6 +29,8 @@ const REJECTED = [
   "jsonl",
 ];
 
+const files = new FileStorage();
+
 describe("isShardName", () => {
   it("accepts JSON Lines (.jsonl, .ndjson, each optionally .gz) and Parquet, as names, paths and URIs", () => {
     for (const name of ACCEPTED) {
@@ -46,8 +48,8 @@ describe("isShardName", () => {
 
   it("is the pattern the score CLI uses, and strips the whole extension from manifest names", () => {
     expect(SCORE_PATTERN).toBe(SHARD_PATTERN);
-    const names = ACCEPTED.map((n) => manifestUriFor(`s3://b/in/${n}`, "s3://b/in/", "s3://b/m/"));
-    expect(names).toEqual(ACCEPTED.map(() => "s3://b/m/part-0.manifest.jsonl"));
+    const names = ACCEPTED.map((n) => manifestUriFor(`s3://bkt/in/${n}`, "s3://bkt/in/", "s3://bkt/m/"));
+    expect(names).toEqual(ACCEPTED.map(() => "s3://bkt/m/part-0.manifest.jsonl"));
   });
 });
 
@@ -73,13 +75,13 @@ describe("every shard lister sees the same shards", () => {
   });
 
   it("training lists .ndjson and .ndjson.gz shards beside .jsonl ones, and not the marker", async () => {
-    expect(await listShards(dir + "/")).toEqual(
+    expect(await listShards(files, dir + "/")).toEqual(
       ["a.jsonl", "b.ndjson", "c.ndjson.gz"].map((n) => `file://${join(dir, n)}`),
     );
   });
 
   it("training data loading reads the records of .ndjson shards", async () => {
-    const ds = await loadDataset(dir + "/", { seqLen: 8, name: "train" });
+    const ds = await loadDataset(files, dir + "/", { seqLen: 8, name: "train" });
     expect(ds.stats).toMatchObject({ shards: 3, lines: 4, records: 4, skipped: {} });
     const text = (i: number) =>
       new TextDecoder().decode(ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]));
@@ -90,7 +92,7 @@ describe("every shard lister sees the same shards", () => {
     const only = await Deno.makeTempDir({ prefix: "ndjson-only-" });
     try {
       await Deno.writeTextFile(join(only, "part.ndjson"), encodeJsonl([{ id: "x", text: "xyz" }]));
-      const ds = await loadDataset(only + "/", { seqLen: 8, name: "heldout" });
+      const ds = await loadDataset(files, only + "/", { seqLen: 8, name: "heldout" });
       expect(ds.stats).toMatchObject({ shards: 1, records: 1 });
     } finally {
       await Deno.remove(only, { recursive: true });
@@ -98,7 +100,7 @@ describe("every shard lister sees the same shards", () => {
   });
 
   it("the evaluation reads the records of .ndjson shards", async () => {
-    const records = await loadRecords(dir + "/");
+    const records = await loadRecords(files, dir + "/");
     expect(records.map((r) => [r.id, r.text, r.line])).toEqual([
       ["a1", "alpha", 1],
       ["b1", "beta", 1],
@@ -108,29 +110,30 @@ describe("every shard lister sees the same shards", () => {
   });
 
   it("the score CLI scores the same shards the trainer lists", async () => {
-    const listed: ObjectInfo[] = ["a.jsonl", "b.ndjson", "c.ndjson.gz", "_done.json", "d.parquet"]
-      .map((n) => ({ uri: `s3://b/in/${n}`, size: 1, etag: null }));
+    const store = new MemoryStorage();
+    const names = ["a.jsonl", "b.ndjson", "c.ndjson.gz", "_done.json", "d.parquet"];
+    for (const n of names) {
+      await store.write(`s3://bkt/in/${n}`, "x");
+      // Every manifest exists, so each listed shard is skipped without a request.
+      await store.write(manifestUriFor(`s3://bkt/in/${n}`, "s3://bkt/in/", "s3://bkt/out/"), "{}");
+    }
     const { outcomes } = await scoreAll(
       {
         endpoint: "http://127.0.0.1:9",
-        model: "s3://b/rater.onnx",
-        input: "s3://b/in/",
-        output: "s3://b/out/",
+        model: "s3://bkt/rater.onnx",
+        input: "s3://bkt/in/",
+        output: "s3://bkt/out/",
         policy: { kind: "keepFraction", fraction: 0.5 },
       },
       {
         fetch: () => Promise.reject(new Error("no request expected: every manifest exists")),
-        list: async function* () {
-          yield* listed;
-        },
-        // Every manifest exists, so each listed shard is skipped without a request.
-        stat: (uri) => Promise.resolve({ uri, size: 1, etag: null }),
+        storage: store,
         sleep: () => Promise.resolve(),
         random: () => 0.5,
       },
     );
     expect(outcomes.map((o) => [o.shard, o.result])).toEqual(
-      ["a.jsonl", "b.ndjson", "c.ndjson.gz", "d.parquet"].map((n) => [`s3://b/in/${n}`, "skipped"]),
+      ["a.jsonl", "b.ndjson", "c.ndjson.gz", "d.parquet"].map((n) => [`s3://bkt/in/${n}`, "skipped"]),
     );
   });
 });

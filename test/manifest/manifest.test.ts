@@ -13,13 +13,15 @@ import {
   readManifest,
   readManifestEntries,
   readManifestHeader,
+  readManifestHeaderIfExists,
   ScoreSummaryBuilder,
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
-import { stat, writeObject } from "../../lib/storage.ts";
+import { FileStorage, MemoryStorage, NotFoundError } from "../../lib/storage.ts";
 import { createHash } from "node:crypto";
 
+const storage = new FileStorage();
 let dir: string;
 beforeAll(async () => {
   dir = await Deno.makeTempDir({ prefix: "manifest-test-" });
@@ -57,8 +59,8 @@ async function writeShardAndManifest(
 ) {
   const shard = `file://${dir}/${name}.jsonl`;
   const manifest = `file://${dir}/${name}.manifest.jsonl`;
-  await writeObject(shard, shardText);
-  const info = await stat(shard);
+  await storage.write(shard, shardText);
+  const info = await storage.stat(shard);
   const bytes = typeof shardText === "string" ? new TextEncoder().encode(shardText) : shardText;
   const h = header({
     input: { uri: shard, etag: info!.etag, sha256: sha(bytes), size: bytes.length },
@@ -73,7 +75,7 @@ async function writeShardAndManifest(
   const spool = await ManifestSpool.create();
   try {
     for (const e of entries) await spool.add(e);
-    await writeObject(manifest, spool.stream(h), { ifNoneMatch: "*" });
+    await storage.write(manifest, spool.stream(h), { ifNoneMatch: "*" });
   } finally {
     await spool.dispose();
   }
@@ -96,8 +98,8 @@ describe("manifest v1 format", () => {
     expect(JSON.parse(lines[0])).toEqual(h);
     expect(JSON.parse(lines[1])).toEqual({ id: "r0", line: 1, score: 0, keep: true });
     expect(JSON.parse(lines[5000])).toEqual({ id: "r4999", line: 5000, score: 499.9, keep: false });
-    expect(await readManifestHeader(manifest)).toEqual(h);
-    const read = await Array.fromAsync(readManifestEntries(manifest));
+    expect(await readManifestHeader(storage, manifest)).toEqual(h);
+    const read = await Array.fromAsync(readManifestEntries(storage, manifest));
     expect(read).toEqual(entries);
   });
 
@@ -187,12 +189,12 @@ describe("manifest reader", () => {
 
   it("keptIds streams the kept ids in input order", async () => {
     const { manifest } = await writeShardAndManifest("ids", shardText, entries);
-    expect(await Array.fromAsync(keptIds(manifest))).toEqual(["a", "c"]);
+    expect(await Array.fromAsync(keptIds(storage, manifest))).toEqual(["a", "c"]);
   });
 
   it("keptRecords joins manifest and shard, yielding kept records with their scores", async () => {
     const { manifest } = await writeShardAndManifest("join", shardText, entries);
-    const kept = await Array.fromAsync(keptRecords(manifest));
+    const kept = await Array.fromAsync(keptRecords(storage, manifest));
     expect(kept.map((r) => [r.id, r.text, r.line, r.score])).toEqual([
       ["a", "alpha", 1, 0.9],
       ["c", "gamma", 3, 0.5],
@@ -211,7 +213,7 @@ describe("manifest reader", () => {
       { id: "a", line: 1, score: 1, keep: true },
       { id: "b", line: 5, score: 2, keep: true },
     ], { onInvalid: "skip" });
-    const kept = await Array.fromAsync(keptRecords(manifest));
+    const kept = await Array.fromAsync(keptRecords(storage, manifest));
     expect(kept.map((r) => [r.id, r.text])).toEqual([["a", "alpha"], ["b", "beta"]]);
   });
 
@@ -220,7 +222,7 @@ describe("manifest reader", () => {
       entries[0],
       { id: "zz", line: 2, score: 0, keep: true },
     ]);
-    await expect(Array.fromAsync(keptRecords(manifest))).rejects.toThrowError(
+    await expect(Array.fromAsync(keptRecords(storage, manifest))).rejects.toThrowError(
       /does not match shard .*entry for id "zz" at line 2, shard has id "b" at line 2/,
     );
   });
@@ -228,11 +230,11 @@ describe("manifest reader", () => {
   it("keptRecords detects changed shard bytes by sha256 when the ETag changed", async () => {
     const { manifest, shard } = await writeShardAndManifest("changed", shardText, entries);
     // Same ids and lines, different text (and size, so the ETag surely differs): the hash tells.
-    await writeObject(shard, shardText.replace("alpha", "ALPHA!"));
-    await expect(Array.fromAsync(keptRecords(manifest))).rejects.toThrowError(
+    await storage.write(shard, shardText.replace("alpha", "ALPHA!"));
+    await expect(Array.fromAsync(keptRecords(storage, manifest))).rejects.toThrowError(
       ManifestMismatchError,
     );
-    const v = await verifyManifest(manifest);
+    const v = await verifyManifest(storage, manifest);
     expect(v.ok).toBe(false);
     expect(v.method).toBe("sha256");
     expect(v.reason).toMatch(/differs from the header's/);
@@ -240,10 +242,10 @@ describe("manifest reader", () => {
 
   it("verifyManifest accepts by ETag, and by sha256 for a byte-identical copy", async () => {
     const { manifest } = await writeShardAndManifest("verify", shardText, entries);
-    expect(await verifyManifest(manifest)).toMatchObject({ ok: true, method: "etag" });
+    expect(await verifyManifest(storage, manifest)).toMatchObject({ ok: true, method: "etag" });
     const copy = `file://${dir}/verify-copy.jsonl`;
-    await writeObject(copy, shardText);
-    expect(await verifyManifest(manifest, { shard: copy })).toEqual({
+    await storage.write(copy, shardText);
+    expect(await verifyManifest(storage, manifest, { shard: copy })).toEqual({
       ok: true,
       method: "sha256",
       shard: copy,
@@ -254,8 +256,8 @@ describe("manifest reader", () => {
     const { manifest } = await writeShardAndManifest("trunc", shardText, entries);
     const text = await Deno.readTextFile(new URL(manifest));
     const cut = `file://${dir}/trunc-cut.manifest.jsonl`;
-    await writeObject(cut, text.split("\n").slice(0, 3).join("\n") + "\n");
-    await expect(Array.fromAsync(readManifestEntries(cut))).rejects.toThrowError(
+    await storage.write(cut, text.split("\n").slice(0, 3).join("\n") + "\n");
+    await expect(Array.fromAsync(readManifestEntries(storage, cut))).rejects.toThrowError(
       /truncated or corrupt: 2 entries but the header counts 4/,
     );
   });
@@ -263,26 +265,43 @@ describe("manifest reader", () => {
   it("entries out of input order or malformed are reported with their line", async () => {
     const bad = `file://${dir}/bad.manifest.jsonl`;
     const h = header({ counts: { records: 2, kept: 0, dropped: 2, skippedInvalid: 0 } });
-    await writeObject(
+    await storage.write(
       bad,
       [h, { id: "a", line: 2, score: 0, keep: false }, { id: "b", line: 1, score: 0, keep: false }]
         .map((x) => JSON.stringify(x)).join("\n"),
     );
-    await expect(Array.fromAsync(readManifestEntries(bad))).rejects.toThrowError(
+    await expect(Array.fromAsync(readManifestEntries(storage, bad))).rejects.toThrowError(
       /line 3: entries are out of input order/,
     );
     const bad2 = `file://${dir}/bad2.manifest.jsonl`;
-    await writeObject(bad2, JSON.stringify(h) + "\n" + '{"id":"a","score":"x"}\n');
-    await expect(Array.fromAsync(readManifestEntries(bad2))).rejects.toThrowError(
+    await storage.write(bad2, JSON.stringify(h) + "\n" + '{"id":"a","score":"x"}\n');
+    await expect(Array.fromAsync(readManifestEntries(storage, bad2))).rejects.toThrowError(
       /line 2: not a manifest entry/,
     );
-    const { header: readHeader } = await readManifest(bad2);
+    const { header: readHeader } = await readManifest(storage, bad2);
     expect(readHeader.counts.records).toBe(2);
   });
 
   it("an empty object is not a manifest", async () => {
     const empty = `file://${dir}/empty.manifest.jsonl`;
-    await writeObject(empty, "");
-    await expect(readManifestHeader(empty)).rejects.toThrowError(/is empty: expected a manifest/);
+    await storage.write(empty, "");
+    await expect(readManifestHeader(storage, empty)).rejects.toThrowError(
+      /is empty: expected a manifest/,
+    );
+  });
+});
+
+describe("readManifestHeaderIfExists", () => {
+  it("is null where there is no object, the header where there is a manifest, and throws for anything else", async () => {
+    const store = new MemoryStorage();
+    const uri = "s3://bucket/out/part-0.manifest.jsonl";
+    expect(await readManifestHeaderIfExists(store, uri)).toBeNull();
+    await expect(readManifestHeader(store, uri)).rejects.toBeInstanceOf(NotFoundError);
+    const h = header();
+    await store.write(uri, JSON.stringify(h) + "\n");
+    expect(await readManifestHeaderIfExists(store, uri)).toEqual(h);
+    const other = "s3://bucket/out/notes.txt";
+    await store.write(other, "not json\n");
+    await expect(readManifestHeaderIfExists(store, other)).rejects.toBeInstanceOf(ManifestError);
   });
 });

@@ -19,6 +19,9 @@ import { disposeParams, toTensors } from "../../training/nn.ts";
 import { innerOptimizer } from "../../training/optim.ts";
 import { initRaterArrays, raterScores } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
+import { FileStorage } from "../../lib/storage.ts";
+
+const storage = new FileStorage();
 
 const seqLen = 8;
 const dec = new TextDecoder();
@@ -110,8 +113,12 @@ describe("random windows through the loader and the trainer", () => {
     try {
       const lines = [0, 1, 2].map((i) => JSON.stringify({ id: String(i), text: long(i) }));
       await Deno.writeTextFile(join(dir, "a.jsonl"), lines.join("\n") + "\n");
-      const heads = await loadDataset(dir + "/", { seqLen: 16, name: "train" });
-      const whole = await loadDataset(dir + "/", { seqLen: 16, name: "train", maxBytes: 100 });
+      const heads = await loadDataset(storage, dir + "/", { seqLen: 16, name: "train" });
+      const whole = await loadDataset(storage, dir + "/", {
+        seqLen: 16,
+        name: "train",
+        maxBytes: 100,
+      });
       expect(recordAt(heads, 1).length).toBe(16);
       expect(recordAt(whole, 1).length).toBe(100);
       expect(dec.decode(recordAt(whole, 1))).toBe(long(1).slice(0, 100));
@@ -128,6 +135,7 @@ describe("random windows through the loader and the trainer", () => {
     };
     const run = async (output: string, stopAfter?: number) =>
       await train(
+        storage,
         parseTrainConfig({
           data: { train: "unused", heldout: "unused", window: "random" },
           output,
@@ -172,7 +180,7 @@ describe("a rater with its own view length", () => {
         meta: { steps: 2, population: 2, innerBatch: 4, outerBatch: 4 },
       });
       expect(raterSeqLen(config)).toBe(24);
-      await train(config, {
+      await train(storage, config, {
         datasets: {
           train: datasetFromTexts("train", texts.slice(0, 20), seqLen, 24),
           heldout: datasetFromTexts("heldout", texts.slice(20), seqLen, 24),

@@ -12,6 +12,9 @@ import { disposeParams } from "../../training/nn.ts";
 import { raterScores } from "../../training/rater.ts";
 import { train } from "../../training/trainer.ts";
 import { rocAuc, spearman, toyCorpus } from "./toy.ts";
+import { FileStorage } from "../../lib/storage.ts";
+
+const storage = new FileStorage();
 
 it("learns to score noisier records lower (AUC ≥ 0.9, Spearman ≤ −0.8 on unseen records)", async () => {
   const seqLen = 32;
@@ -38,7 +41,7 @@ it("learns to score noisier records lower (AUC ≥ 0.9, Spearman ≤ −0.8 on u
     checkpointEvery: 1000,
   });
   const corpus = toyCorpus(1, 500, 200, seqLen);
-  const result = await train(config, {
+  const result = await train(storage, config, {
     datasets: {
       train: datasetFromTexts("train", corpus.train.map((r) => r.text), seqLen),
       heldout: datasetFromTexts("heldout", corpus.heldout, seqLen),

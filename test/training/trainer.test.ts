@@ -12,7 +12,7 @@ import {
   TrainerArtifactsSchema,
   TrainerProgressSchema,
 } from "../../lib/config.ts";
-import { readBytes } from "../../lib/storage.ts";
+import { FileStorage } from "../../lib/storage.ts";
 import { sha256Hex } from "../../training/export-onnx.ts";
 import {
   checkpointUri,
@@ -26,6 +26,7 @@ import { train, type TrainResult } from "../../training/trainer.ts";
 import { main } from "../../training/main.ts";
 import type { ParamArrays } from "../../training/nn.ts";
 
+const storage = new FileStorage();
 let dir: string;
 
 function lines(records: unknown[]): string {
@@ -87,15 +88,15 @@ describe("meta-training run", () => {
 
   beforeAll(async () => {
     outputA = join(dir, "run-a");
-    uninterrupted = await train(config(outputA), { progress: "none" });
+    uninterrupted = await train(storage, config(outputA), { progress: "none" });
   });
 
   it("resuming after an interruption ends with exactly the parameters of an uninterrupted run", async () => {
     const outputB = join(dir, "run-b");
-    const first = await train(config(outputB), { progress: "none", stopAfter: 3 });
+    const first = await train(storage, config(outputB), { progress: "none", stopAfter: 3 });
     expect(first.step).toBe(3);
     expect(first.exported).toBeUndefined();
-    const resumed = await train(config(outputB), { progress: "none" });
+    const resumed = await train(storage, config(outputB), { progress: "none" });
     expect(resumed.step).toBe(6);
     expectSameArrays(uninterrupted.eta, resumed.eta);
     expectSameArrays(uninterrupted.etaEma, resumed.etaEma);
@@ -123,10 +124,10 @@ describe("meta-training run", () => {
   });
 
   it("moves the learners' parameters between checkpoints (they persist and train)", async () => {
-    const cps = await listCheckpoints(outputA);
+    const cps = await listCheckpoints(storage, outputA);
     expect(cps.map((c) => c.step)).toEqual([2, 4, 6]);
-    const at4 = decodeCheckpoint(await readBytes(checkpointUri(outputA, 4)));
-    const at6 = decodeCheckpoint(await readBytes(checkpointUri(outputA, 6)));
+    const at4 = decodeCheckpoint(await storage.readBytes(checkpointUri(outputA, 4)));
+    const at6 = decodeCheckpoint(await storage.readBytes(checkpointUri(outputA, 6)));
     // Member 2 was not reset between steps 4 and 6: same lineage, new values.
     expect(at6.members[2].resets).toBe(at4.members[2].resets);
     expect(at6.members[2].age).toBe(at4.members[2].age + 2);
@@ -163,15 +164,18 @@ describe("meta-training run", () => {
 
   it("gives identical parameters with the population spread over two workers", async () => {
     const outputW = join(dir, "run-workers");
-    const w = await train(config(outputW, { workers: 2 }), { progress: "none", stopAfter: 2 });
-    const at2 = decodeCheckpoint(await readBytes(checkpointUri(outputA, 2)));
+    const w = await train(storage, config(outputW, { workers: 2 }), {
+      progress: "none",
+      stopAfter: 2,
+    });
+    const at2 = decodeCheckpoint(await storage.readBytes(checkpointUri(outputA, 2)));
     expectSameArrays(at2.eta, w.eta);
     for (let i = 0; i < 3; i++) expectSameArrays(at2.members[i].params, w.members[i].params);
   });
 
   it("releases every tensor it allocated once the run is over", async () => {
     const before = tf.memory().numTensors;
-    await train(config(join(dir, "run-leak"), { checkpointEvery: 100 }), {
+    await train(storage, config(join(dir, "run-leak"), { checkpointEvery: 100 }), {
       progress: "none",
       steps: 3,
       export: false,
@@ -181,7 +185,7 @@ describe("meta-training run", () => {
 
   it("refuses to resume a run under a different configuration", async () => {
     const other = config(outputA, { seed: 7 });
-    await expect(train(other, { progress: "none", steps: 8 })).rejects.toThrow(
+    await expect(train(storage, other, { progress: "none", steps: 8 })).rejects.toThrow(
       /different configuration/,
     );
   });
@@ -231,7 +235,7 @@ describe("errors", () => {
   });
 
   it("loads records, skipping bad lines and empty texts, keeping invalid UTF-8", async () => {
-    const ds = await loadDataset(join(dir, "train") + "/", { seqLen: 16, name: "train" });
+    const ds = await loadDataset(storage, join(dir, "train") + "/", { seqLen: 16, name: "train" });
     expect(ds.count).toBe(41);
     expect(ds.stats.skipped).toEqual({ "bad-json": 1 });
     expect(ds.stats.emptyText).toBe(1);
@@ -239,16 +243,16 @@ describe("errors", () => {
   });
 
   it("says the data prefix is empty when there is no data", async () => {
-    await expect(loadDataset(join(dir, "nothing") + "/", { seqLen: 16, name: "train" }))
+    await expect(loadDataset(storage, join(dir, "nothing") + "/", { seqLen: 16, name: "train" }))
       .rejects.toThrow(/train|no data at/);
-    await expect(loadDataset(join(dir, "nothing") + "/", { seqLen: 16, name: "train" }))
+    await expect(loadDataset(storage, join(dir, "nothing") + "/", { seqLen: 16, name: "train" }))
       .rejects.toBeInstanceOf(DataError);
   });
 
   it("says there are no usable records when every line is invalid", async () => {
     const p = join(dir, "bad.jsonl");
     await Deno.writeTextFile(p, 'nope\n{"id":"a","text":""}\n{"id":"b"}\n');
-    await expect(loadDataset(p, { seqLen: 16, name: "heldout" })).rejects.toThrow(
+    await expect(loadDataset(storage, p, { seqLen: 16, name: "heldout" })).rejects.toThrow(
       /heldout data at .* has no usable records .*1 bad-json, 1 missing-text, 1 empty text/,
     );
   });
@@ -256,7 +260,7 @@ describe("errors", () => {
   it("exits non-zero with the reason for a bad config file or unreachable data", async () => {
     const bad = join(dir, "bad.yaml");
     await Deno.writeTextFile(bad, "data: {train: x}\noutput: y\nmeta: {population: -1}\n");
-    expect(await main(["--config", bad])).toBe(2);
+    expect(await main(["--config", bad], storage)).toBe(2);
     const missing = join(dir, "missing.json");
     await Deno.writeTextFile(
       missing,
@@ -265,7 +269,7 @@ describe("errors", () => {
         output: join(dir, "run-missing"),
       }),
     );
-    expect(await main(["--config", missing])).toBe(3);
-    expect(await main([])).toBe(2);
+    expect(await main(["--config", missing], storage)).toBe(3);
+    expect(await main([], storage)).toBe(2);
   });
 });

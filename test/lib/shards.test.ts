@@ -48,7 +48,9 @@ describe("isShardName", () => {
 
   it("is the pattern the score CLI uses, and strips the whole extension from manifest names", () => {
     expect(SCORE_PATTERN).toBe(SHARD_PATTERN);
-    const names = ACCEPTED.map((n) => manifestUriFor(`s3://bkt/in/${n}`, "s3://bkt/in/", "s3://bkt/m/"));
+    const names = ACCEPTED.map((n) =>
+      manifestUriFor(`s3://bkt/in/${n}`, "s3://bkt/in/", "s3://bkt/m/")
+    );
     expect(names).toEqual(ACCEPTED.map(() => "s3://bkt/m/part-0.manifest.jsonl"));
   });
 });
@@ -133,7 +135,9 @@ describe("every shard lister sees the same shards", () => {
       },
     );
     expect(outcomes.map((o) => [o.shard, o.result])).toEqual(
-      ["a.jsonl", "b.ndjson", "c.ndjson.gz", "d.parquet"].map((n) => [`s3://bkt/in/${n}`, "skipped"]),
+      ["a.jsonl", "b.ndjson", "c.ndjson.gz", "d.parquet"].map((
+        n,
+      ) => [`s3://bkt/in/${n}`, "skipped"]),
     );
   });
 });

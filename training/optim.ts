@@ -17,7 +17,7 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Params } from "./nn.ts";
+import type { Params } from "./params.ts";
 
 /**
  * One transformation's state: a step count and named slots of tensors shaped like the params

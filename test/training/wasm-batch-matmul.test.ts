@@ -1,6 +1,6 @@
 /**
  * tfjs-wasm's batched products run as one XNNPACK product per batch entry
- * (`installFastWasmBatchMatMul`): same results as the reference (pure-JS CPU backend) up to float32
+ * (`installWasmKernels` in training/kernels.ts): same results as the reference (pure-JS CPU backend) up to float32
  * summation order, for every shape the fast path takes and those it hands to the stock kernel, and
  * second-order gradients through attention unchanged.
  */

@@ -30,7 +30,6 @@ import {
 import type { RunData, RunResult, RunSpec } from "./run.ts";
 import type { DownstreamConfig } from "./trainer.ts";
 import { useBackend } from "../training/backend.ts";
-import { installFastTransposedMatMul } from "./wasm-matmul.ts";
 
 /** Baseline filters the evaluation can run. */
 export type BaselineMethod =
@@ -265,7 +264,6 @@ export async function runEvaluation(
       if (!scorer) {
         log(`[${input.variant}] training the perplexity filter's LM on ${input.heldout}`);
         await useBackend("wasm");
-        installFastTransposedMatMul();
         const heldout = (await loadRecords(storage, input.heldout)).map((r) => r.text);
         scorer = await perplexityScores(heldout, train, { ...input.downstream, seed: 4321 });
       }

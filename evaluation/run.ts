@@ -15,7 +15,6 @@ import { type Storage, storageFromEnv } from "../lib/storage.ts";
 import { useBackend } from "../training/backend.ts";
 import { loadKeptTexts, loadRecords } from "./data.ts";
 import { type DownstreamConfig, type DownstreamResult, trainDownstream } from "./trainer.ts";
-import { installFastTransposedMatMul } from "./wasm-matmul.ts";
 
 /** What to train on. */
 export type RunData =
@@ -55,7 +54,6 @@ export async function executeRun(
 ): Promise<RunResult> {
   const started = performance.now();
   await useBackend("wasm");
-  installFastTransposedMatMul();
   const train = spec.data.kind === "records"
     ? (await loadRecords(storage, spec.data.prefix)).map((r) => r.text)
     : await loadKeptTexts(storage, spec.data.prefix);

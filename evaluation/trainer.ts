@@ -24,7 +24,7 @@ import {
   lmTokenNll,
   prepareLmBatch,
 } from "../training/lm.ts";
-import { disposeParams, type Params, toTensors } from "../training/nn.ts";
+import { disposeParams, type Params, toTensors } from "../training/params.ts";
 import {
   addDecayedWeights,
   applyUpdates,

@@ -12,8 +12,8 @@ import * as tf from "@tensorflow/tfjs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { resetLmCaches } from "./lm.ts";
-import { installFastWasmBatchMatMul, installGradients } from "./nn.ts";
-import { wrapWasmKernel } from "./wasm-kernels.ts";
+import { installGradients } from "./autodiff.ts";
+import { installWasmKernels } from "./kernels.ts";
 
 export type BackendName = "wasm" | "webgpu" | "cpu";
 
@@ -31,7 +31,10 @@ let webgpuRegistered = false;
 /** Registers (once) and activates a backend; idempotent. Throws {@link BackendError} on failure. */
 export async function useBackend(name: BackendName): Promise<void> {
   installGradients();
-  if (tf.getBackend() === name) return;
+  if (tf.getBackend() === name) {
+    if (name === "wasm") installWasmKernels();
+    return;
+  }
   if (name === "wasm" && !wasmRegistered) {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
     // In Deno the wasm binaries are loaded from node_modules, not fetched from a CDN.
@@ -66,29 +69,9 @@ export async function useBackend(name: BackendName): Promise<void> {
       `backend ${name} failed to initialise (tf.setBackend returned false); try backend: wasm`,
     );
   }
-  if (name === "wasm") {
-    shareIdentityOnWasm();
-    installFastWasmBatchMatMul();
-  }
+  // The one place the wasm kernels are replaced (see training/kernels.ts); idempotent.
+  if (name === "wasm") installWasmKernels();
   // Cached constants (masks) belong to the previous backend.
   resetLmCaches();
   installGradients();
-}
-
-let identityShared = false;
-
-/**
- * tfjs-wasm's Identity kernel copies its input, and the engine runs it for every tensor it saves
- * for a gradient (about a thousand per meta-step, half of them activation-sized). Tensors are
- * immutable, so sharing the buffer with a reference count — what the Reshape kernel and the CPU
- * backend's Identity already do — is equivalent, and saves the copies' time and memory.
- */
-function shareIdentityOnWasm(): void {
-  if (identityShared) return;
-  identityShared = wrapWasmKernel(tf.Identity, (original) => (args) => {
-    const x = args.inputs.x as tf.TensorInfo;
-    if (x.dtype === "string") return original.kernelFunc(args);
-    (args.backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
-    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-  });
 }

@@ -14,10 +14,13 @@
  * const latest = await loadLatestCheckpoint(storage, output); // or null
  * ```
  */
-import * as tf from "@tensorflow/tfjs";
 import { joinUri, RUN_LAYOUT } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
-import type { ParamArrays, Params } from "./nn.ts";
+import {
+  type ParamArrays,
+  toArrays as paramsToArrays,
+  toTensors as arraysToParams,
+} from "./params.ts";
 import type { OptState } from "./optim.ts";
 
 /** An optimiser state outside any backend (same layout as {@link OptState}). */
@@ -59,6 +62,9 @@ export class CheckpointError extends Error {
 
 const MAGIC = "DRCKPT1";
 
+// The params<->arrays conversion is training/params.ts's; these names stay for the trainer.
+export { arraysToParams, paramsToArrays };
+
 /** Downloads an optimiser state. */
 export async function optStateToArrays(state: OptState): Promise<OptStateArrays> {
   const out: OptStateArrays = [];
@@ -80,24 +86,6 @@ export function optStateFromArrays(state: OptStateArrays): OptState {
       Object.entries(s.slots).map(([slot, arrays]) => [slot, arraysToParams(arrays)]),
     ),
   }));
-}
-
-/** Downloads parameters (copies, so later tensor disposal cannot affect them). */
-export async function paramsToArrays(params: Params): Promise<ParamArrays> {
-  const out: ParamArrays = {};
-  for (const [name, t] of Object.entries(params)) {
-    out[name] = { shape: [...t.shape], values: Float32Array.from(await t.data() as Float32Array) };
-  }
-  return out;
-}
-
-/** Uploads parameters. */
-export function arraysToParams(arrays: ParamArrays): Params {
-  const out: Params = {};
-  for (const [name, { shape, values }] of Object.entries(arrays)) {
-    out[name] = tf.tensor(values, shape, "float32");
-  }
-  return out;
 }
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };

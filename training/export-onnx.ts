@@ -34,7 +34,8 @@ import {
   ScoreCalibrationSchema,
 } from "../lib/calibration.ts";
 import { type RaterConfig, RaterConfigSchema } from "../lib/config.ts";
-import { LN_EPS, MASK_BIAS, type ParamArrays } from "./nn.ts";
+import { LN_EPS, MASK_BIAS } from "./nn.ts";
+import type { ParamArrays } from "./params.ts";
 import { raterShapes } from "./rater.ts";
 
 const { onnx } = onnxProto;

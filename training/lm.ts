@@ -12,16 +12,14 @@
 import * as tf from "@tensorflow/tfjs";
 import { BYTE_VOCAB, type ByteBatch, LM_INPUT_VOCAB, lmInputs } from "../lib/bytes.ts";
 import {
-  initArrays,
   layerNorm,
   linear,
   logSoftmax,
   MASK_BIAS,
-  type ParamArrays,
-  type Params,
   transformerBlock,
   transformerShapes,
 } from "./nn.ts";
+import { initArrays, type ParamArrays, type Params } from "./params.ts";
 import type { Rng } from "./rng.ts";
 
 /** Model sizes of a learner (a subset of the inner-model config). */

@@ -32,7 +32,7 @@ import {
   lmTokenNll,
   prepareLmBatch,
 } from "./lm.ts";
-import type { Params } from "./nn.ts";
+import type { Params } from "./params.ts";
 import { applyUpdates, innerOptimizer, type Optimizer, type OptState } from "./optim.ts";
 import {
   disposeRaterBatch,

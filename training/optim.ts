@@ -17,7 +17,7 @@
  * ```
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Params } from "./nn.ts";
+import type { Params } from "./params.ts";
 
 /**
  * One transformation's state: a step count and named slots of tensors shaped like the params
@@ -186,6 +186,56 @@ export function warmupConstant(peak: number, warmupSteps: number): Schedule {
 /** θ + u for every parameter. */
 export function applyUpdates(params: Params, updates: Params): Params {
   return mapParams(params, (p, name) => tf.add(p, updates[name]));
+}
+
+/** An optimiser over a population: one state per member, one update for the shared parameters. */
+export interface PopulationOptimizer {
+  init(params: Params, members: number): OptState[];
+  /** `grads[i]` is member i's gradient; `states[i]` its optimiser state. */
+  update(
+    grads: Params[],
+    states: OptState[],
+    params: Params,
+  ): { updates: Params; state: OptState[] };
+}
+
+/**
+ * The members' updates, averaged: each member's gradient goes through its own copy of `inner`
+ * (its own Adam moments, clipping and schedule), and the shared parameters move by the mean of
+ * the resulting updates. Averaging updates rather than gradients keeps one member's large
+ * gradient from dominating, since Adam normalises each member's separately.
+ *
+ * @example
+ * ```ts
+ * const opt = averageUpdates(metaOptimizer(cfg));
+ * let states = opt.init(eta, members);
+ * const { updates, state } = opt.update(memberGrads, states, eta);
+ * eta = applyUpdates(eta, updates);
+ * ```
+ */
+export function averageUpdates(inner: Optimizer): PopulationOptimizer {
+  return {
+    init: (params, members) => Array.from({ length: members }, () => inner.init(params)),
+    update(grads, states, params) {
+      if (grads.length === 0 || grads.length !== states.length) {
+        throw new Error(
+          `averageUpdates: ${grads.length} gradients for ${states.length} member states`,
+        );
+      }
+      let sum: Params | null = null;
+      const next: OptState[] = [];
+      grads.forEach((g, i) => {
+        const r = inner.update(g, states[i], params);
+        next.push(r.state);
+        const prev: Params | null = sum;
+        sum = prev === null ? r.updates : mapParams(r.updates, (u, name) => tf.add(prev[name], u));
+      });
+      return {
+        updates: mapParams(sum!, (u) => tf.div(u, grads.length)),
+        state: next,
+      };
+    },
+  };
 }
 
 /** Inner-loop optimiser of the learners: differentiable Adam, or plain SGD. */

@@ -15,14 +15,7 @@
  * const results = await pop.metaGradients(etaArrays, batchesPerMember);
  * ```
  */
-import * as tf from "@tensorflow/tfjs";
-import {
-  arraysToParams,
-  type OptStateArrays,
-  optStateFromArrays,
-  optStateToArrays,
-  paramsToArrays,
-} from "./checkpoint.ts";
+import { type OptStateArrays, optStateFromArrays, optStateToArrays } from "./checkpoint.ts";
 import {
   heldOutMetaLoss,
   type LearnerState,
@@ -30,7 +23,7 @@ import {
   metaGradient,
   type MetaStepSettings,
 } from "./meta-step.ts";
-import { disposeParams, type ParamArrays } from "./nn.ts";
+import { disposeParams, type ParamArrays, toArrays, toTensors } from "./params.ts";
 import { disposeState } from "./optim.ts";
 
 /**
@@ -99,14 +92,14 @@ export class LocalPopulation implements PopulationExecutor {
   }
 
   async metaGradients(eta: ParamArrays, batches: MetaBatches[]): Promise<MemberStepResult[]> {
-    const etaT = arraysToParams(eta);
+    const etaT = toTensors(eta);
     try {
       const out: MemberStepResult[] = [];
       for (let i = 0; i < this.learners.length; i++) {
         const r = await metaGradient(etaT, this.learners[i], batches[i], this.settings);
         disposeLearner(this.learners[i]);
         this.learners[i] = r.next;
-        const grads = await paramsToArrays(r.grads);
+        const grads = await toArrays(r.grads);
         disposeParams(r.grads);
         out.push({ grads, metaLoss: r.metaLoss, innerLosses: r.innerLosses, scores: r.scores });
       }
@@ -117,7 +110,7 @@ export class LocalPopulation implements PopulationExecutor {
   }
 
   async heldOutLosses(eta: ParamArrays, batches: MetaBatches[]): Promise<number[]> {
-    const etaT = arraysToParams(eta);
+    const etaT = toTensors(eta);
     try {
       const out: number[] = [];
       for (let i = 0; i < this.learners.length; i++) {
@@ -132,7 +125,7 @@ export class LocalPopulation implements PopulationExecutor {
   async save(): Promise<LearnerArrays[]> {
     const out: LearnerArrays[] = [];
     for (const l of this.learners) {
-      out.push({ params: await paramsToArrays(l.params), opt: await optStateToArrays(l.opt) });
+      out.push({ params: await toArrays(l.params), opt: await optStateToArrays(l.opt) });
     }
     return out;
   }
@@ -145,16 +138,11 @@ export class LocalPopulation implements PopulationExecutor {
 }
 
 function uploadLearner(l: LearnerArrays): LearnerState {
-  return { params: arraysToParams(l.params), opt: optStateFromArrays(l.opt) };
+  return { params: toTensors(l.params), opt: optStateFromArrays(l.opt) };
 }
 
 function disposeLearner(l: LearnerState | undefined): void {
   if (!l) return;
   disposeParams(l.params);
   disposeState(l.opt);
-}
-
-/** Number of live tensors (for leak checks in tests). */
-export function liveTensors(): number {
-  return tf.memory().numTensors;
 }

@@ -15,17 +15,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { RaterConfig } from "../lib/config.ts";
 import { BYTE_VOCAB, type ByteBatch } from "../lib/bytes.ts";
-import {
-  gelu,
-  initArrays,
-  layerNorm,
-  linear,
-  MASK_BIAS,
-  type ParamArrays,
-  type Params,
-  transformerBlock,
-  transformerShapes,
-} from "./nn.ts";
+import { gelu, layerNorm, linear, MASK_BIAS, transformerBlock, transformerShapes } from "./nn.ts";
+import { initArrays, type ParamArrays, type Params } from "./params.ts";
 import type { Rng } from "./rng.ts";
 
 /** Parameter shapes of a rater for records of at most `seqLen` bytes. */

@@ -53,6 +53,8 @@ import { initLmArrays } from "./lm.ts";
 import type { MetaBatches, MetaStepSettings } from "./meta-step.ts";
 import { disposeParams, type ParamArrays, type Params } from "./nn.ts";
 import {
+  applyUpdates,
+  averageUpdates,
   disposeState,
   innerOptimizer,
   metaOptimizer,
@@ -214,21 +216,12 @@ export async function train(
       const nextStates: OptState[] = [];
       let gradNorm = tf.scalar(0);
       tf.tidy(() => {
-        let sum: Params | null = null;
+        const grads = results.map((r) => arraysToParams(r.grads));
         let sq = tf.scalar(0);
-        for (let i = 0; i < N; i++) {
-          const g = arraysToParams(results[i].grads);
-          for (const t of Object.values(g)) sq = tf.add(sq, tf.sum(tf.square(t)));
-          const { updates, state: s } = metaOpt.update(g, metaStates[i], eta);
-          nextStates.push(s);
-          const prev: Params | null = sum;
-          sum = prev === null
-            ? updates
-            : Object.fromEntries(Object.keys(updates).map((k) => [k, tf.add(prev[k], updates[k])]));
-        }
-        nextEta = Object.fromEntries(
-          Object.keys(eta).map((k) => [k, tf.add(eta[k], tf.div(sum![k], N))]),
-        );
+        for (const t of grads.flatMap(Object.values)) sq = tf.add(sq, tf.sum(tf.square(t)));
+        const averaged = averageUpdates(metaOpt).update(grads, metaStates, eta);
+        nextStates.push(...averaged.state);
+        nextEta = applyUpdates(eta, averaged.updates);
         const d = config.meta.paramEma;
         nextEma = Object.fromEntries(
           Object.keys(eta).map((k) => [k, tf.add(tf.mul(etaEma[k], d), tf.mul(nextEta[k], 1 - d))]),

@@ -11,7 +11,7 @@
  */
 import type { BackendName } from "./backend.ts";
 import type { MetaBatches, MetaStepSettings } from "./meta-step.ts";
-import type { ParamArrays } from "./nn.ts";
+import type { ParamArrays } from "./params.ts";
 import type { LearnerArrays, MemberStepResult, PopulationExecutor } from "./population.ts";
 
 class WorkerClient {

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../training/backend.ts";
-import { installFastTransposedMatMul } from "../../evaluation/wasm-matmul.ts";
+import { installWasmKernels } from "../../training/kernels.ts";
 import {
   DEFAULT_DOWNSTREAM,
   type DownstreamConfig,
@@ -40,7 +40,7 @@ describe("transposed matmul on tfjs-wasm", () => {
     const at = tf.transpose(a, [0, 2, 1]);
     const bt = tf.transpose(b, [0, 2, 1]);
     const reference = await tf.matMul(a, b).array();
-    installFastTransposedMatMul();
+    installWasmKernels();
     const cases = [
       tf.matMul(a, b),
       tf.matMul(at, b, true, false),

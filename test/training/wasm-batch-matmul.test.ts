@@ -1,6 +1,6 @@
 /**
  * tfjs-wasm's batched products run as one XNNPACK product per batch entry
- * (`installFastWasmBatchMatMul`): same results as the reference (pure-JS CPU backend) up to float32
+ * (`installWasmKernels` in training/kernels.ts): same results as the reference (pure-JS CPU backend) up to float32
  * summation order, for every shape the fast path takes and those it hands to the stock kernel, and
  * second-order gradients through attention unchanged.
  */
@@ -24,9 +24,14 @@ const cases: Case[] = [
   { name: "two outer dims", a: [2, 3, 20, 30], b: [2, 3, 30, 25] },
   { name: "a right operand of rank 2 shared by every entry", a: [4, 20, 30], b: [30, 25] },
   { name: "a right operand with batch 1", a: [4, 20, 30], b: [1, 30, 25] },
-  { name: "a transposed operand (stock kernel)", a: [4, 20, 30], b: [4, 25, 30], transposeB: true },
   {
-    name: "a transposed left operand (stock kernel)",
+    name: "a transposed operand (explicit transposes)",
+    a: [4, 20, 30],
+    b: [4, 25, 30],
+    transposeB: true,
+  },
+  {
+    name: "a transposed left operand (explicit transposes)",
     a: [4, 30, 20],
     b: [4, 30, 25],
     transposeA: true,

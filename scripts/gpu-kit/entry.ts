@@ -1,11 +1,12 @@
 /**
  * The GPU kit's program (bundled by `scripts/gpu-kit.ts` into one JavaScript file, run by the kit's
- * `run.sh`). Each command prints one JSON line:
+ * `run.sh`). Each command prints one JSON line, `{"error": ...}` (exit status 1) where it fails:
  *
- * - `bench --backend wasm|webgpu --size tiny|reference|large [--warmup N] [--steps N]`: ms per meta-step
- *   of the real trainer loop, timed by `scripts/bench/lib/meta-step-bench.ts` (the same timer as
- *   `deno task bench meta-step`), for its `TINY_STEP`, `REFERENCE_STEP` or `LARGE_STEP`; on WebGPU the line
- *   names the adapter, so a software adapter's figure is not mistaken for a GPU's.
+ * - `bench --backend wasm|webgpu --size tiny|reference|large [--warmup N] [--steps N]`: ms per
+ *   meta-step of the real trainer loop, timed by `scripts/bench/lib/meta-step-bench.ts` (the same
+ *   timer as `deno task bench meta-step`), for its `TINY_STEP`, `REFERENCE_STEP` or `LARGE_STEP`;
+ *   on WebGPU the line names the adapter, so a software adapter's figure is not mistaken for a
+ *   GPU's.
  * - `check`: the meta-gradient of a tiny config on WebGPU and on WASM, and whether they agree
  *   within the tolerance `test/training/backend.test.ts` holds WebGPU to (1e-3 of each parameter's
  *   largest gradient, plus 1e-9); `pass: null` with `adapter: null` where no WebGPU adapter exists.
@@ -169,5 +170,12 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
-  console.log(JSON.stringify(await run(rest)));
+  try {
+    console.log(JSON.stringify(await run(rest)));
+  } catch (e) {
+    // One line that run.sh reports as the stage's error, rather than a stack trace to dig in.
+    console.log(JSON.stringify({ error: e instanceof Error ? e.message : String(e) }));
+    console.error(e);
+    Deno.exit(1);
+  }
 }

@@ -13,10 +13,10 @@
 #
 # Knobs: --quick (or GPU_KIT_QUICK=1) times the tiny size instead, a smoke test of the kit;
 # --budget / GPU_KIT_BUDGET_S (default 300) bounds the whole run; --only / GPU_KIT_ONLY runs
-# the named measuring stages alone (e.g. adapter,correctness,wasm-tiny); GPU_KIT_WORK is where Deno is
-# unpacked (default: the kit's work/, else a temporary folder); GPU_KIT_PYTHON is the Python with
-# torch (default python3); GPU_KIT_VULKAN_PREFIX unpacks the Vulkan loaders there instead of /
-# (the default as root, where they are missing), as it does for other users.
+# the named measuring stages alone (e.g. adapter,correctness,wasm-tiny); GPU_KIT_WORK is where
+# Deno is unpacked and the logs kept (default: a folder in $TMPDIR or /tmp); GPU_KIT_PYTHON is
+# the Python with torch (default python3); GPU_KIT_VULKAN_PREFIX unpacks missing Vulkan loaders
+# there with LD_LIBRARY_PATH, as for users other than root, instead of into / (root's default).
 set -u
 
 KIT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,7 +36,9 @@ while (($#)); do
 done
 START=$SECONDS
 
-WORK=${GPU_KIT_WORK:-$KIT/work}
+# Deno unpacked (95 MB) stays out of the kit, which must stay small enough to travel, and is reused
+# by reruns of the same kit only (the folder is named after kit.json's checksum).
+WORK=${GPU_KIT_WORK:-${TMPDIR:-/tmp}/datarater-gpu-kit-$(cksum <"$KIT/kit.json" | cut -d' ' -f1)}
 if ! mkdir -p "$WORK" 2>/dev/null || [ ! -w "$WORK" ]; then WORK=$(mktemp -d); fi
 RESULTS=$WORK/results.jsonl
 LOG=$WORK/run.log
@@ -86,6 +88,8 @@ stage() {
   last=$(printf '%s\n' "$out" | grep '^{' | tail -n 1)
   if ((rc == 0)) && [ -n "$last" ] && [ "$last" != "{}" ]; then
     emit "{\"stage\":\"$name\",\"seconds\":$((SECONDS - began)),${last#\{}"
+  elif [[ $last == '{"error":'* ]]; then
+    emit "{\"stage\":\"$name\",\"exitCode\":$rc,${last#\{}"
   elif ((rc == 124 || rc == 137)); then
     emit "{\"stage\":\"$name\",\"error\":\"timed out after $limit s\"}"
   else

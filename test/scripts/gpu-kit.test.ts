@@ -62,28 +62,32 @@ it("rejects a folder that is not empty", async () => {
   );
 });
 
+/** Runs the kit's run.sh as a GPU node would: from an empty folder, in a bare environment. */
+async function runKit(args: string[], env: Record<string, string> = {}) {
+  const cwd = await Deno.makeTempDir({ dir: root }), home = await Deno.makeTempDir({ dir: root });
+  const run = await new Deno.Command("bash", {
+    args: [join(kit, "run.sh"), ...args],
+    cwd,
+    clearEnv: true,
+    // GPU_KIT_WORK keeps the unpacked Deno (95 MB) inside the test's folder, which is removed.
+    env: { PATH: "/usr/bin:/bin", HOME: home, GPU_KIT_WORK: join(root, "work"), ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(run.stdout);
+  expect(run.code, new TextDecoder().decode(run.stderr)).toBe(0);
+  const lines = stdout.trim().split("\n").map((l) => JSON.parse(l));
+  return { stdout, lines, cwd, byStage: Object.fromEntries(lines.map((l) => [l.stage, l])) };
+}
+
 it(
   "run.sh from an empty folder with a bare environment prints a WASM figure and a WebGPU-vs-WASM check",
   async () => {
-    const cwd = join(root, "cwd"), home = join(root, "home"), out = join(root, "out");
-    for (const d of [cwd, home, out]) await Deno.mkdir(d);
-    const run = await new Deno.Command("bash", {
-      args: [
-        join(kit, "run.sh"),
-        "--quick",
-        "--only",
-        "adapter,correctness,wasm-tiny,torch-cpu-tiny",
-      ],
-      cwd,
-      clearEnv: true,
-      env: { PATH: "/usr/bin:/bin", HOME: home, OUT: out },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(run.stdout);
-    expect(run.code, new TextDecoder().decode(run.stderr)).toBe(0);
-    const lines = stdout.trim().split("\n").map((l) => JSON.parse(l));
-    const byStage = Object.fromEntries(lines.map((l) => [l.stage, l]));
+    const out = join(root, "out");
+    const { stdout, lines, byStage, cwd } = await runKit(
+      ["--quick", "--only", "adapter,correctness,wasm-tiny,torch-cpu-tiny"],
+      { OUT: out },
+    );
     expect(lines.map((l) => l.stage)).toEqual([
       "host",
       "deno",
@@ -131,4 +135,33 @@ it(
     expect(await files(cwd)).toEqual([]);
   },
   240_000,
+);
+
+it(
+  "run.sh without a WebGPU adapter says so, and the check and the WebGPU figure report it",
+  async () => {
+    // Vulkan alone, with a driver manifest that does not exist: Deno's WebGPU finds no adapter.
+    const { lines, byStage } = await runKit(
+      ["--quick", "--only", "adapter,correctness,webgpu-tiny"],
+      { DENO_WEBGPU_BACKEND: "vulkan", VK_DRIVER_FILES: "/nonexistent/icd.json" },
+    );
+    expect(lines.map((l) => l.stage)).toEqual([
+      "host",
+      "deno",
+      "vulkan",
+      "adapter",
+      "correctness",
+      "webgpu-tiny",
+      "torch-cuda-tiny",
+      "wasm-tiny",
+      "torch-cpu-tiny",
+      "done",
+    ]);
+    expect(byStage.vulkan.driverFiles).toBe("/nonexistent/icd.json");
+    expect(byStage.adapter).toMatchObject({ found: false, navigatorGpu: true });
+    expect(byStage.correctness).toMatchObject({ pass: null, adapter: null });
+    expect(byStage["webgpu-tiny"].error).toMatch(/no WebGPU adapter/);
+    expect(byStage["wasm-tiny"].skipped).toBe("not in --only");
+  },
+  120_000,
 );

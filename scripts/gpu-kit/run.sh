@@ -93,8 +93,11 @@ stage() {
   elif ((rc == 124 || rc == 137)); then
     emit "{\"stage\":\"$name\",\"error\":\"timed out after $limit s\"}"
   else
-    local why
-    why=$(sed -n "/^### $name: /,\$p" "$LOG" | grep -v '^###' | grep -v '^[[:space:]]*$' | tail -n 3)
+    local log why
+    log=$(sed -n "/^### $name: /,\$p" "$LOG" | grep -v '^###' | grep -v '^[[:space:]]*$')
+    # Deno's uncaught errors (and tfjs-wasm's XNNPACK complaints) say more than the stack's tail.
+    why=$(printf '%s\n' "$log" | grep -E '^error: |XNN status' | head -n 3)
+    [ -n "$why" ] || why=$(printf '%s\n' "$log" | tail -n 3)
     emit "{\"stage\":\"$name\",\"error\":$(json_string "exit $rc: ${why:0:600}")}"
   fi
 }

@@ -35,7 +35,7 @@ export const REFERENCE_STEP: StepConfig = {
  * length (256), inner model (d=128, 2 layers, 4 heads, ffn 512) and batches (128), with the
  * reference's MLP rater and plain SGD so that `reference/meta_step_torch.py --size large` is the
  * same step. Members run one after another on one device, so the example's population of 8 costs
- * about 8 of these per meta-step.
+ * about 8 of these per meta-step. tfjs-wasm cannot run it: its tape outgrows the 4 GiB wasm heap.
  */
 export const LARGE_STEP: StepConfig = {
   seqLen: 256,

@@ -19,66 +19,10 @@
  * deno run -A scripts/bench/meta-step.ts [--quick]
  * ```
  */
-import { parseTrainConfig, type TrainConfigInput } from "../../lib/config.ts";
-import { datasetFromTexts } from "../../training/data.ts";
-import { train } from "../../training/trainer.ts";
-import { Rng } from "../../training/rng.ts";
 import { fileURLToPath } from "node:url";
-import { FileStorage } from "../../lib/storage.ts";
+import { benchMetaStep as bench, REFERENCE_STEP } from "./lib/meta-step-bench.ts";
 
 const quick = Deno.args.includes("--quick");
-
-function peakRssMiB(): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-    if (m) return Math.round(Number(m[1]) / 1024);
-  } catch { /* not Linux */ }
-  return Math.round(Deno.memoryUsage().rss / 2 ** 20);
-}
-
-/** Prose-like records of ~100 bytes (the timing does not depend on their content). */
-function texts(n: number, seed: number): string[] {
-  const rng = new Rng(seed);
-  const words = "the of and to in is was he for it with as his on be at by had not are but".split(
-    " ",
-  );
-  return Array.from({ length: n }, () => {
-    let s = "";
-    while (s.length < 100) s += words[rng.int(words.length)] + " ";
-    return s;
-  });
-}
-
-/** Runs `warmup + measured` real trainer steps and returns the figure's JSON fields. */
-async function bench(
-  name: string,
-  input: Omit<TrainConfigInput, "data" | "output">,
-  warmup: number,
-  measured: number,
-): Promise<{ bench: string; msPerStep: number; steps: number; peakRssMiB: number }> {
-  const output = await Deno.makeTempDir({ prefix: "bench-meta-step-" });
-  const config = parseTrainConfig({
-    ...input,
-    data: { train: "memory", heldout: "memory" },
-    output,
-    checkpointEvery: 1_000_000,
-  });
-  const seqLen = config.seqLen;
-  // Data comes from memory (below); checkpoints and reports go to the temporary folder.
-  const result = await train(new FileStorage(), config, {
-    steps: warmup + measured,
-    export: false,
-    progress: "none",
-    datasets: {
-      train: datasetFromTexts("train", texts(2000, 1), seqLen),
-      heldout: datasetFromTexts("heldout", texts(500, 2), seqLen),
-    },
-  });
-  const times = result.metrics.slice(warmup).map((m) => m.msPerStep).sort((a, b) => a - b);
-  const median = times[Math.floor(times.length / 2)];
-  await Deno.remove(output, { recursive: true });
-  return { bench: name, msPerStep: Math.round(median), steps: measured, peakRssMiB: peakRssMiB() };
-}
 
 /** The Python whose torch measures the reference (Debian's `python3-torch` installs it here). */
 const TORCH_PYTHON = Deno.env.get("BENCH_TORCH_PYTHON") ?? "/usr/bin/python3";
@@ -144,13 +88,7 @@ async function pytorchReference(
 const referenceSteps = quick ? 3 : 8;
 const reference = await bench(
   "meta-step-reference",
-  {
-    seqLen: 64,
-    rater: { kind: "mlp", dModel: 32, hidden: 64 },
-    inner: { dModel: 64, layers: 1, heads: 4, optimizer: "sgd", lr: 0.1 },
-    meta: { population: 1, unroll: 2, innerBatch: 32, outerBatch: 32 },
-    backend: "wasm",
-  },
+  { ...REFERENCE_STEP, backend: "wasm" },
   2,
   referenceSteps,
 );

@@ -16,9 +16,16 @@ as ratios against it). It is the step a PyTorch user would write, not a tuned on
 Batch 32, sequence 64 bytes. Timing covers a whole meta-step: batch sampling, the unrolled inner
 updates, the meta-gradient and the meta-update. Median of the timed steps after warm-up.
 
-    /usr/bin/python3 scripts/bench/reference/meta_step_torch.py [--threads 1] [--steps 8]
+`--size large` is one population member of the GPU example (k8s/examples/metatraining-gpu.yaml):
+sequence 256, batch 128, LM d=128 with 2 layers, 4 heads and ffn 512, the same MLP rater and SGD
+(LARGE_STEP in scripts/bench/lib/meta-step-bench.ts). `--device cuda` runs the same step on the GPU;
+the data and parameters are drawn on the CPU as before and moved, so both devices start from the
+same values.
 
-Prints one JSON line: {"msPerStep": ..., "threads": ..., "torch": "..."}.
+    /usr/bin/python3 scripts/bench/reference/meta_step_torch.py [--threads 1] [--steps 8] \
+        [--size tiny|reference|large] [--device cpu|cuda]
+
+Prints one JSON line: {"msPerStep": ..., "threads": ..., "torch": "...", "device": ..., "size": ...}.
 """
 
 import argparse
@@ -36,10 +43,17 @@ BYTE_VOCAB = 256
 BOS = 256  # the LM's input vocabulary is the 256 bytes plus BOS
 INIT_STD = 0.02
 
-SEQ_LEN = 64
-BATCH = 32
-LM = {"d": 64, "layers": 1, "heads": 4, "ffn": 256}
+SIZES = {
+    "reference": {"seq_len": 64, "batch": 32, "lm": {"d": 64, "layers": 1, "heads": 4, "ffn": 256}},
+    "tiny": {"seq_len": 16, "batch": 8, "lm": {"d": 16, "layers": 1, "heads": 2, "ffn": 32}},
+    "large": {"seq_len": 256, "batch": 128, "lm": {"d": 128, "layers": 2, "heads": 4, "ffn": 512}},
+}
+# The size in use; main() switches them for --size.
+SEQ_LEN = SIZES["reference"]["seq_len"]
+BATCH = SIZES["reference"]["batch"]
+LM = SIZES["reference"]["lm"]
 RATER = {"d": 32, "hidden": 64}
+DEVICE = torch.device("cpu")
 UNROLL = 2
 INNER_LR = 0.1  # the bench's inner SGD learning rate
 META = {"lr": 5e-3, "weight_decay": 0.1, "clip_norm": 0.01}
@@ -52,7 +66,7 @@ def param(*shape, ones=False, zeros=False):
         t = torch.zeros(*shape)
     else:
         t = torch.randn(*shape) * INIT_STD
-    return t.requires_grad_(True)
+    return t.to(DEVICE).requires_grad_(True)
 
 
 def init_lm():
@@ -84,7 +98,11 @@ def init_rater():
     }
 
 
-CAUSAL = torch.triu(torch.ones(SEQ_LEN, SEQ_LEN, dtype=torch.bool), diagonal=1)
+def causal_mask():
+    return torch.triu(torch.ones(SEQ_LEN, SEQ_LEN, dtype=torch.bool), diagonal=1).to(DEVICE)
+
+
+CAUSAL = causal_mask()
 
 
 def lm_loss_per_record(p, batch):
@@ -148,8 +166,9 @@ def sample_batch(data, size):
     """(lm inputs, byte targets, mask, lengths) for `size` records drawn with replacement."""
     tokens, mask = data
     idx = torch.randint(tokens.shape[0], (size,))
-    tok, m = tokens[idx], mask[idx]
-    inputs = torch.cat([torch.full((size, 1), BOS, dtype=torch.long), tok[:, :-1]], dim=1)
+    tok, m = tokens[idx.to(tokens.device)], mask[idx.to(mask.device)]
+    bos = torch.full((size, 1), BOS, dtype=torch.long, device=tok.device)
+    inputs = torch.cat([bos, tok[:, :-1]], dim=1)
     return inputs, tok, m, m.sum(1)
 
 
@@ -182,16 +201,28 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8, help="timed meta-steps (median reported)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", choices=sorted(SIZES), default="reference",
+                    help="reference (issue 3's step, default), large (a GPU example member) "
+                    "or tiny (a smoke test)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
     if args.threads < 1 or args.steps < 1 or args.warmup < 0:
         ap.error("--threads and --steps must be >= 1, --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"--device cuda: torch {torch.__version__} sees no CUDA device", file=sys.stderr)
+        sys.exit(2)
+
+    global SEQ_LEN, BATCH, LM, DEVICE, CAUSAL
+    SEQ_LEN, BATCH, LM = (SIZES[args.size][k] for k in ("seq_len", "batch", "lm"))
+    DEVICE = torch.device(args.device)
+    CAUSAL = causal_mask()
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    train = encode(make_texts(2000, rng))
-    heldout = encode(make_texts(500, rng))
+    train = tuple(t.to(DEVICE) for t in encode(make_texts(2000, rng)))
+    heldout = tuple(t.to(DEVICE) for t in encode(make_texts(500, rng)))
 
     theta = init_lm()
     eta = init_rater()
@@ -216,6 +247,8 @@ def main():
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "steps": args.steps,
+        "device": args.device,
+        "size": args.size,
     }))
 
 

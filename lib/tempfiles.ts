@@ -27,12 +27,31 @@ export function hostTag(): string {
 const OWNED = /\.(\d{1,10})\.([A-Za-z0-9-]{1,63})\.([0-9a-f]{16})\.tmp$/;
 
 /**
- * A fresh temporary file name `STEM.PID.HOST.RANDOM.tmp` (no folder). The random part makes the
+ * A fresh temporary file name `STEM.PID.HOST.RANDOM.tmp` (no folder; a long stem is cut, so the
+ * name fits where a name of up to 255 bytes does). The random part makes the
  * name unguessable, so a link planted at it in advance is vanishingly unlikely; create it with
  * `createNew` anyway.
  */
 export function tempFileName(stem: string): string {
-  return `${stem}.${Deno.pid}.${hostTag()}.${randomBytes(8).toString("hex")}.tmp`;
+  return `${shortStem(stem)}.${Deno.pid}.${hostTag()}.${randomBytes(8).toString("hex")}.tmp`;
+}
+
+/** Longest stem kept, in UTF-8 bytes: with the ≤ 96-byte suffix a name stays under NAME_MAX. */
+const MAX_STEM_BYTES = 120;
+
+/** The stem cut to {@link MAX_STEM_BYTES} (a 250-byte output name still gets a temporary file). */
+function shortStem(stem: string): string {
+  const enc = new TextEncoder();
+  if (enc.encode(stem).length <= MAX_STEM_BYTES) return stem;
+  let out = "";
+  let bytes = 0;
+  for (const ch of stem) {
+    const n = enc.encode(ch).length;
+    if (bytes + n > MAX_STEM_BYTES) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
 }
 
 /** The pid and host a name from {@link tempFileName} records, or null for other names. */

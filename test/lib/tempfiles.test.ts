@@ -4,6 +4,7 @@
  * names that are not ours never.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FileStorage } from "../../lib/storage.ts";
 import {
   hostTag,
   pidAlive,
@@ -45,6 +46,18 @@ describe("tempFileName", () => {
     expect(a).toMatch(/^\.out\.jsonl\.\d+\.[A-Za-z0-9-]+\.[0-9a-f]{16}\.tmp$/);
     expect(tempFileOwner(a)).toEqual({ pid: Deno.pid, host: hostTag() });
     expect(tempFileOwner(".out.jsonl.123.0.tmp")).toBeNull();
+  });
+
+  it("fits in a name of at most 255 bytes whatever the stem, so any valid name can be written", async () => {
+    for (const stem of [".".repeat(1) + "a".repeat(254), "é".repeat(127), "😀".repeat(60)]) {
+      const name = tempFileName(stem);
+      expect(new TextEncoder().encode(name).length).toBeLessThanOrEqual(255);
+      expect(tempFileOwner(name)).toEqual({ pid: Deno.pid, host: hostTag() });
+    }
+    // The end to end case: FileStorage's temporary file for a 250-byte output name.
+    const out = `${dir}/${"o".repeat(250)}`;
+    await new FileStorage().write(out, "x", { ifNoneMatch: "*" });
+    expect(await Deno.readTextFile(out)).toBe("x");
   });
 
   it("pidAlive tells a running process from an exited one", async () => {

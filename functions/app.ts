@@ -22,6 +22,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { formatUri, parseUri, type Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
+import { AllowedRoots } from "./roots.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
 import { ModelCache } from "./models.ts";
@@ -75,12 +76,6 @@ export type ScoringApp = Hono & {
   close(): Promise<void>;
 };
 
-/** Normalises a root so that prefix matching cannot cross a name boundary. */
-function normaliseRoot(root: string): string {
-  const uri = formatUri(parseUri(root));
-  return uri.endsWith("/") ? uri : uri + "/";
-}
-
 /** Canonical form of a request URI, or a 400 naming the field. */
 function normaliseUri(field: string, uri: string): string {
   try {
@@ -99,7 +94,7 @@ function tokenMatches(given: string, expected: string): boolean {
 /** Builds the scoring app (see the module documentation). */
 export function createApp(options: AppOptions): ScoringApp {
   const storage = options.storage;
-  const roots = (options.allowedRoots ?? []).map(normaliseRoot);
+  const roots = new AllowedRoots(options.allowedRoots ?? []);
   const metrics = new ScoringMetrics();
   const pool = new InferencePool({
     workers: options.workers ?? 1,
@@ -139,17 +134,8 @@ export function createApp(options: AppOptions): ScoringApp {
       }
     })();
 
-  const checkAllowed = (field: string, uri: string) => {
-    if (roots.some((r) => uri.startsWith(r))) return;
-    throw new ApiError(
-      "forbidden",
-      roots.length
-        ? `${field} ${uri} is outside the allowed roots (${roots.join(", ")})`
-        : `${field} ${uri} is not allowed: no storage roots are configured ` +
-          "(set DATARATER_ALLOWED_ROOTS to a comma-separated list such as s3://bucket/)",
-      { field, uri },
-    );
-  };
+  // By name and, for files, by the real path links lead to (functions/roots.ts).
+  const checkAllowed = (field: string, uri: string) => roots.check(field, uri);
 
   const app = new Hono();
 
@@ -245,9 +231,9 @@ export function createApp(options: AppOptions): ScoringApp {
         input: normaliseUri("input", parsed.data.input),
         output: normaliseUri("output", parsed.data.output),
       };
-      checkAllowed("model", req.model);
-      checkAllowed("input", req.input);
-      checkAllowed("output", req.output);
+      await checkAllowed("model", req.model);
+      await checkAllowed("input", req.input);
+      await checkAllowed("output", req.output);
       for (const field of ["input", "output"] as const) {
         if (req[field].endsWith("/")) {
           throw new ApiError(

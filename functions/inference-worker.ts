@@ -94,17 +94,26 @@ async function handle(msg: WorkerRequest): Promise<WorkerReply> {
       const metadata = readRaterMetadata(msg.bytes);
       const { ort, name } = await runtime(msg.runtime, msg.threads);
       if (!sessions.has(msg.digest)) {
-        const session = await ort.InferenceSession.create(
-          msg.bytes,
-          name === "node"
-            ? {
-              intraOpNumThreads: msg.threads,
-              interOpNumThreads: 1,
-              executionMode: "sequential",
-              graphOptimizationLevel: "all",
-            }
-            : { executionProviders: ["wasm"], graphOptimizationLevel: "all" },
-        );
+        let session: OrtNode.InferenceSession;
+        try {
+          session = await ort.InferenceSession.create(
+            msg.bytes,
+            name === "node"
+              ? {
+                intraOpNumThreads: msg.threads,
+                interOpNumThreads: 1,
+                executionMode: "sequential",
+                graphOptimizationLevel: "all",
+              }
+              : { executionProviders: ["wasm"], graphOptimizationLevel: "all" },
+          );
+        } catch (e) {
+          // The runtime is up (loaded above), so a graph it refuses is the model's fault: the
+          // caller's 422, not a 500 worth retrying (functions/models.ts maps the name).
+          const err = new Error(`its graph cannot be loaded: ${(e as Error).message}`);
+          err.name = "NotADataRaterModelError";
+          throw err;
+        }
         sessions.set(msg.digest, session);
       }
       return { id: msg.id, ok: true, metadata, runtime: name };

@@ -13,8 +13,10 @@
  *   hosts that can't load native addons) or `auto` (node, else web; default).
  * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (read once here, by `storageFromEnv` in lib/storage.ts).
  */
+import { tmpdir } from "node:os";
 import { z } from "zod";
 import { storageFromEnv } from "../lib/storage.ts";
+import { sweepStaleTempFiles } from "../lib/tempfiles.ts";
 import { type AppOptions, createApp } from "./app.ts";
 
 const list = z.string().optional().transform((s) =>
@@ -69,8 +71,30 @@ export function optionsFromEnv(env: Record<string, string>): { port: number; app
   };
 }
 
+/** Name prefix of the manifest spool files (`ManifestSpool` in lib/manifest.ts). */
+export const SPOOL_PREFIX = "datarater-manifest-";
+
+/**
+ * What a start cleans up: spool files a killed predecessor left in the spool folder (only those
+ * named by `tempFileName` in lib/tempfiles.ts, whose owner is known to be gone or that are too old
+ * to be anyone's). Returns the names removed; a failure is logged, never fatal.
+ */
+export async function startupCleanup(options: Pick<AppOptions, "spoolDir">): Promise<string[]> {
+  const dir = options.spoolDir ?? tmpdir();
+  try {
+    return await sweepStaleTempFiles(dir, SPOOL_PREFIX);
+  } catch (e) {
+    console.warn(`could not sweep stale spool files in ${dir}: ${(e as Error).message}`);
+    return [];
+  }
+}
+
 if (import.meta.main) {
   const { port, app: options } = optionsFromEnv(Deno.env.toObject());
+  const swept = await startupCleanup(options);
+  if (swept.length) {
+    console.log(JSON.stringify({ msg: "removed stale spool files", count: swept.length }));
+  }
   if (!options.allowedRoots?.length) {
     console.warn(
       "DATARATER_ALLOWED_ROOTS is not set: every score request will be refused (403). " +

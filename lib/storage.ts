@@ -35,6 +35,7 @@ import * as path from "node:path";
 import { Readable } from "node:stream";
 import type { ReadableStream as NodeWebReadableStream } from "node:stream/web";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { sweepStaleTempFiles, tempFileName } from "./tempfiles.ts";
 
 /** A parsed storage location. */
 export type Location =
@@ -112,7 +113,89 @@ export class InvalidUriError extends StorageError {
   }
 }
 
-/** Parses `s3://bucket/key`, `file:///abs/path` or a bare path (resolved against the cwd). */
+/** S3's own limit on a key, in UTF-8 bytes. */
+export const MAX_S3_KEY_BYTES = 1024;
+/** Linux's limits: a path (PATH_MAX) and one name in it (NAME_MAX), in bytes. */
+export const MAX_PATH_BYTES = 4095;
+export const MAX_NAME_BYTES = 255;
+
+/** Percent-decodes until nothing changes (a proxy may decode once more than the client encoded). */
+function decodeFully(s: string): string {
+  for (let i = 0; i < 4; i++) {
+    let next: string;
+    try {
+      next = decodeURIComponent(s);
+    } catch {
+      // A stray `%` that starts no escape: decode the escapes that are well formed.
+      next = s.replace(/%[0-9a-f]{2}/gi, (m) => {
+        try {
+          return decodeURIComponent(m);
+        } catch {
+          return m;
+        }
+      });
+    }
+    if (next === s) return s;
+    s = next;
+  }
+  return s;
+}
+
+/**
+ * Why an S3 key is refused, or null. S3 keys are flat names, but a server or proxy that treats
+ * them as paths resolves `..` and `.` (s3rver does, and so may whatever sits in front of a store):
+ * `s3://a/../b/k` would then read bucket `b` while every prefix test sees bucket `a`. A key is
+ * refused if any of its forms a resolver might see (as written, percent-decoded, NFKC-folded,
+ * `\` read as `/`) has a `.` or `..` segment or an empty segment other than a trailing one.
+ */
+function unsafeS3Key(key: string): string | null {
+  if (new TextEncoder().encode(key).length > MAX_S3_KEY_BYTES) {
+    return `keys are at most ${MAX_S3_KEY_BYTES} bytes`;
+  }
+  if (key === "") return null;
+  const decoded = decodeFully(key);
+  for (const form of [key, decoded, decoded.normalize("NFKC")]) {
+    // deno-lint-ignore no-control-regex -- control characters are exactly what is refused
+    if (/[\x00-\x1f\x7f]/.test(form)) return "keys may not contain NUL or control characters";
+    const segments = form.split(/[\/\\]/);
+    for (let i = 0; i < segments.length; i++) {
+      const s = segments[i];
+      if (s === "." || s === "..") {
+        return "keys may not contain `.` or `..` segments (a server that resolves them would " +
+          "reach another prefix or bucket)";
+      }
+      if (s === "" && i < segments.length - 1) {
+        return "keys may not contain empty segments (`//`, or a leading `/`)";
+      }
+    }
+  }
+  return null;
+}
+
+/** Why a local path is refused, or null: NUL bytes and over-long names fail in the OS, late. */
+function unsafePath(p: string): string | null {
+  if (p.includes("\0")) return "paths may not contain NUL bytes";
+  const enc = new TextEncoder();
+  if (enc.encode(p).length > MAX_PATH_BYTES) return `paths are at most ${MAX_PATH_BYTES} bytes`;
+  for (const name of p.split("/")) {
+    if (enc.encode(name).length > MAX_NAME_BYTES) {
+      return `a name in a path is at most ${MAX_NAME_BYTES} bytes`;
+    }
+  }
+  return null;
+}
+
+function fileLocation(uri: string, p: string): Location {
+  const why = unsafePath(p);
+  if (why) throw new InvalidUriError(uri, why);
+  return { scheme: "file", path: p };
+}
+
+/**
+ * Parses `s3://bucket/key`, `file:///abs/path` or a bare path (resolved against the cwd). Refuses
+ * (with {@link InvalidUriError}) S3 keys with dot or empty segments, in any encoding, and NUL
+ * bytes or over-long names anywhere: all are a caller's mistake, best named before any I/O.
+ */
 export function parseUri(uri: string): Location {
   if (uri.startsWith("s3://")) {
     const rest = uri.slice(5);
@@ -124,18 +207,19 @@ export function parseUri(uri: string): Location {
         "bucket names are 3-63 lowercase letters, digits, '.' or '-'",
       );
     }
-    return {
-      scheme: "s3",
-      bucket,
-      key: slash < 0 ? "" : rest.slice(slash + 1),
-    };
+    const key = slash < 0 ? "" : rest.slice(slash + 1);
+    const why = unsafeS3Key(key);
+    if (why) throw new InvalidUriError(uri, why);
+    return { scheme: "s3", bucket, key };
   }
   if (uri.startsWith("file://")) {
+    let p: string;
     try {
-      return { scheme: "file", path: fileURLToPath(uri) };
+      p = fileURLToPath(uri);
     } catch (e) {
       throw new InvalidUriError(uri, (e as Error).message);
     }
+    return fileLocation(uri, p);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(uri)) {
     throw new InvalidUriError(uri, "only s3:// and file:// are supported");
@@ -143,7 +227,7 @@ export function parseUri(uri: string): Location {
   if (uri === "") throw new InvalidUriError(uri, "empty");
   // Keep a trailing slash: it marks a prefix ("dir/") rather than a name prefix ("dir").
   const abs = path.resolve(uri);
-  return { scheme: "file", path: uri.endsWith("/") ? abs + "/" : abs };
+  return fileLocation(uri, uri.endsWith("/") ? abs + "/" : abs);
 }
 
 /** The canonical URI of a location (`file:///abs` for local paths). */
@@ -605,7 +689,7 @@ function localReadError(uri: string, e: unknown): StorageError {
   if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) {
     return new NotFoundError(uri, { cause: e });
   }
-  return new StorageError(`cannot read ${uri}: ${(e as Error).message}`, uri, { cause: e });
+  return localError("read", uri, e);
 }
 
 async function* walk(dir: string): AsyncGenerator<string> {
@@ -624,7 +708,16 @@ async function* walk(dir: string): AsyncGenerator<string> {
   }
 }
 
-let tempCounter = 0;
+/** Folders whose stale temporary files this process has swept (once each is enough). */
+const sweptDirs = new Set<string>();
+
+/** A local failure as a storage error: a name the OS finds too long is the caller's mistake. */
+function localError(verb: string, uri: string, e: unknown): StorageError {
+  if ((e as { code?: string }).code === "ENAMETOOLONG") {
+    return new InvalidUriError(uri, "a name in the path is longer than the file system allows");
+  }
+  return new StorageError(`cannot ${verb} ${uri}: ${(e as Error).message}`, uri, { cause: e });
+}
 
 /**
  * {@link Storage} over the local file system; accepts `file://` URIs and bare paths (resolved
@@ -656,7 +749,7 @@ export class FileStorage extends BaseStorage {
       return { uri: formatUri({ scheme: "file", path: p }), size: s.size, etag: fileEtag(s) };
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return null;
-      throw new StorageError(`cannot stat ${uri}: ${(e as Error).message}`, uri, { cause: e });
+      throw localError("stat", uri, e);
     }
   }
 
@@ -724,13 +817,28 @@ export class FileStorage extends BaseStorage {
   ): Promise<{ etag: string | null }> {
     const p = this.#path(uri);
     const dir = path.dirname(p);
-    const tmp = path.join(dir, `.${path.basename(p)}.${Deno.pid}.${tempCounter++}.tmp`);
+    // The owner's pid and host in the name: a crashed writer's leftovers can be told from live
+    // ones and swept (lib/tempfiles.ts), here the first time this process writes to the folder.
+    const tmp = path.join(dir, tempFileName(`.${path.basename(p)}`));
+    let created = false;
     try {
       await Deno.mkdir(dir, { recursive: true });
+      if (!sweptDirs.has(dir)) {
+        sweptDirs.add(dir);
+        await sweepStaleTempFiles(dir, ".").catch(() => {});
+      }
+      // createNew (O_EXCL): never follows a link planted at the temporary name. The final name
+      // is then taken by link (create-only) or rename, neither of which follows a link there.
+      const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+      created = true;
       if (typeof body === "string" || body instanceof Uint8Array) {
-        await Deno.writeFile(tmp, bodyBytes(body));
+        const bytes = bodyBytes(body);
+        try {
+          for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
+        } finally {
+          file.close();
+        }
       } else {
-        const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
         await body.pipeTo(file.writable);
       }
       if (options.ifNoneMatch === "*") {
@@ -745,9 +853,9 @@ export class FileStorage extends BaseStorage {
         await Deno.rename(tmp, p);
       }
     } catch (e) {
-      await Deno.remove(tmp).catch(() => {});
+      if (created) await Deno.remove(tmp).catch(() => {});
       if (e instanceof StorageError) throw e;
-      throw new StorageError(`cannot write ${uri}: ${(e as Error).message}`, uri, { cause: e });
+      throw localError("write", uri, e);
     }
     return { etag: fileEtag(await Deno.stat(p)) };
   }
@@ -769,7 +877,7 @@ export class FileStorage extends BaseStorage {
       await Deno.remove(p);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return;
-      throw new StorageError(`cannot delete ${uri}: ${(e as Error).message}`, uri, { cause: e });
+      throw localError("delete", uri, e);
     }
   }
 }

@@ -231,20 +231,24 @@ export function createApp(options: AppOptions) {
     return c.json(e.toJSON(), 404);
   });
 
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
-
-  app.get("/readyz", (c) => {
-    if (readiness.ready) {
-      return c.json({ status: "ready", models: models.loadedDigests, runtime: pool.activeRuntime });
-    }
-    return c.json({ status: "not ready", warming: warmModels, error: readiness.error }, 503);
-  });
-
-  app.get("/metrics", async (c) => {
-    return c.text(await metrics.registry.metrics(), 200, {
-      "content-type": metrics.registry.contentType,
+  // Chained, so the app's type lists every route for `hc` (functions/client.ts).
+  const probes = app
+    .get("/healthz", (c) => c.json({ status: "ok" }))
+    .get("/readyz", (c) => {
+      if (readiness.ready) {
+        return c.json({
+          status: "ready",
+          models: models.loadedDigests,
+          runtime: pool.activeRuntime,
+        });
+      }
+      return c.json({ status: "not ready", warming: warmModels, error: readiness.error }, 503);
+    })
+    .get("/metrics", async (c) => {
+      return c.text(await metrics.registry.metrics(), 200, {
+        "content-type": metrics.registry.contentType,
+      });
     });
-  });
 
   const unauthorized = (c: Context, message: string): never => {
     c.header("WWW-Authenticate", 'Bearer realm="datarater"');
@@ -301,7 +305,31 @@ export function createApp(options: AppOptions) {
     await next();
   };
 
-  const route = app.post(
+  const validateScore = async (
+    value: ScoreRequestBody,
+    c: Context<AppEnv, "/v1/score">,
+  ): Promise<ScoreRequest> => {
+    // Hono's json target parses only bodies labelled JSON; this API has always read the body
+    // as JSON whatever its label (`curl -d` labels it a form). readBody has parsed it once.
+    const body: unknown = labelledJson(c.req.header("content-type"))
+      ? value
+      : JSON.parse(await c.req.text());
+    const parsed = ScoreRequestSchema.safeParse(body);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => ({
+        path: i.path.join("."),
+        message: i.message,
+      }));
+      throw new ApiError(
+        "bad_request",
+        `invalid request: ${issues.map((i) => `${i.path || "(body)"}: ${i.message}`).join("; ")}`,
+        { issues },
+      );
+    }
+    return parsed.data;
+  };
+
+  const route = probes.post(
     "/v1/score",
     auth,
     bodyLimit({
@@ -315,26 +343,11 @@ export function createApp(options: AppOptions) {
       },
     }),
     readBody,
-    validator("json", async (value: ScoreRequestBody, c): Promise<ScoreRequest> => {
-      // Hono's json target parses only bodies labelled JSON; this API has always read the body
-      // as JSON whatever its label (`curl -d` labels it a form). readBody has parsed it once.
-      const body: unknown = labelledJson(c.req.header("content-type"))
-        ? value
-        : JSON.parse(await c.req.text());
-      const parsed = ScoreRequestSchema.safeParse(body);
-      if (!parsed.success) {
-        const issues = parsed.error.issues.map((i) => ({
-          path: i.path.join("."),
-          message: i.message,
-        }));
-        throw new ApiError(
-          "bad_request",
-          `invalid request: ${issues.map((i) => `${i.path || "(body)"}: ${i.message}`).join("; ")}`,
-          { issues },
-        );
-      }
-      return parsed.data;
-    }),
+    // The declared input type is what `hc` callers send (defaults not yet applied).
+    validator<ScoreRequestBody, "/v1/score", "post", "json", "/v1/score", typeof validateScore>(
+      "json",
+      validateScore,
+    ),
     async (c) => {
       const valid = c.req.valid("json");
       const req: ScoreRequest = {

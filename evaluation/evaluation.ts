@@ -155,7 +155,11 @@ async function spawnRun(
 }
 
 /** Runs tasks with at most `jobs` at once; rejects with the first failure after the rest settle. */
-export async function pool<T>(items: T[], jobs: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function pool<T>(
+  items: T[],
+  jobs: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
   try {
     // Not stopping on an error: the runs already started finish and keep their outputs, so a
     // rerun resumes from them.

@@ -495,7 +495,10 @@ describe("the body read through hono/validator", () => {
   it("a JSON body is read whatever its Content-Type label, as before the validator", async () => {
     const a = app();
     const req = request();
-    for (const headers of [{}, { "content-type": "application/x-www-form-urlencoded" }]) {
+    const labels: Record<string, string>[] = [{}, {
+      "content-type": "application/x-www-form-urlencoded",
+    }];
+    for (const headers of labels) {
       const res = await a.request("/v1/score", {
         method: "POST",
         headers,

@@ -7,7 +7,9 @@
  * - `GET /healthz` (the process answers), `GET /readyz` (the configured models are loaded),
  *   `GET /metrics` (Prometheus text).
  *
- * Errors are JSON `{"error": {"code", "message", ...}}` with the status of {@link ApiError}.
+ * Errors are JSON `{"error": {"code", "message", ...}}` with the status of {@link ApiError}. A body
+ * that does not arrive within `bodyTimeoutMs` is a 408; a request over `timeoutMs` is a 504 with
+ * nothing written, unless its manifest write had begun: then the answer waits for the write.
  *
  * @example
  * ```ts

@@ -26,7 +26,7 @@ import {
   OWNER_LABEL,
   type SpecIssue,
 } from "./metatraining.ts";
-import { canonicalJson } from "./json.ts";
+import { canonicalJson } from "../lib/json.ts";
 
 /** Where the trainer finds its config in the pod. */
 export const CONFIG_MOUNT_DIR = "/etc/datarater";

@@ -27,7 +27,7 @@ import {
   SpecError,
   TRAINER_CONTAINER,
 } from "./children.ts";
-import { canonicalJson } from "./json.ts";
+import { canonicalJson } from "../lib/json.ts";
 import { configDigest, type TrainerProgress } from "../lib/config.ts";
 import {
   API_VERSION,

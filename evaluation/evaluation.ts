@@ -12,6 +12,7 @@
  * ```
  */
 import { fileURLToPath } from "node:url";
+import pMap from "p-map";
 import { forEachLine, track } from "../lib/children.ts";
 import { joinUri } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
@@ -153,21 +154,18 @@ async function spawnRun(
 }
 
 /** Runs tasks with at most `jobs` at once; rejects with the first failure after the rest settle. */
-async function pool<T>(items: T[], jobs: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const errors: unknown[] = [];
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++];
-      try {
-        await work(item);
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, jobs) }, worker));
-  if (errors.length > 0) throw errors[0];
+export async function pool<T>(
+  items: T[],
+  jobs: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  try {
+    // Not stopping on an error: the runs already started finish and keep their outputs, so a
+    // rerun resumes from them.
+    await pMap(items, work, { concurrency: Math.max(1, jobs), stopOnError: false });
+  } catch (e) {
+    throw e instanceof AggregateError && e.errors.length > 0 ? e.errors[0] : e;
+  }
 }
 
 function summarizeRun(r: RunResult): RunSummary {

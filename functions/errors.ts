@@ -13,6 +13,7 @@ export type ErrorCode =
   | "forbidden"
   | "not_found"
   | "conflict"
+  | "request_timeout"
   | "payload_too_large"
   | "not_a_datarater_model"
   | "storage_error"
@@ -29,6 +30,7 @@ const STATUS: Record<ErrorCode, number> = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  request_timeout: 408,
   payload_too_large: 413,
   not_a_datarater_model: 422,
   storage_error: 502,

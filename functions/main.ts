@@ -1,13 +1,15 @@
 /**
- * `deno task serve`: the scoring function on `PORT` (default 8080).
+ * `deno task serve`: the scoring function on `HOST`:`PORT` (default `0.0.0.0:8080`).
  *
  * Configuration (environment):
+ * - `HOST`: the address to listen on; `0.0.0.0` (every interface, as the container needs) by
+ *   default, `127.0.0.1` to keep a workstation's function to itself.
  * - `DATARATER_ALLOWED_ROOTS`: comma-separated roots the function may read/write
  *   (`s3://bucket/`, `file:///data/`); required for any score request to succeed.
  * - `DATARATER_TOKEN`: bearer token required on `POST /v1/score` when set.
  * - `DATARATER_WARM_MODELS`: comma-separated model URIs loaded at start (`/readyz` waits on them).
  * - `DATARATER_MAX_BODY_BYTES`, `DATARATER_MAX_INPUT_BYTES`, `DATARATER_MAX_MODEL_BYTES`,
- *   `DATARATER_TIMEOUT_MS`, `DATARATER_BATCH_SIZE`, `DATARATER_WORKERS`,
+ *   `DATARATER_TIMEOUT_MS`, `DATARATER_BODY_TIMEOUT_MS`, `DATARATER_BATCH_SIZE`, `DATARATER_WORKERS`,
  *   `DATARATER_THREADS_PER_WORKER`, `DATARATER_MAX_MODELS`: limits (see `AppOptions`).
  * - `DATARATER_INFERENCE_RUNTIME`: `node` (onnxruntime-node), `web` (onnxruntime-web WASM, for
  *   hosts that can't load native addons) or `auto` (node, else web; default).
@@ -26,6 +28,7 @@ const int = (min: number) => z.coerce.number().int().min(min).optional();
 
 /** The server's environment, validated. */
 export const ServeEnvSchema = z.object({
+  HOST: z.string().trim().min(1).default("0.0.0.0"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   DATARATER_ALLOWED_ROOTS: list,
   DATARATER_TOKEN: z.string().min(1).optional(),
@@ -34,6 +37,7 @@ export const ServeEnvSchema = z.object({
   DATARATER_MAX_INPUT_BYTES: int(1),
   DATARATER_MAX_MODEL_BYTES: int(1),
   DATARATER_TIMEOUT_MS: int(1),
+  DATARATER_BODY_TIMEOUT_MS: int(1),
   DATARATER_BATCH_SIZE: int(1),
   DATARATER_WORKERS: int(1),
   DATARATER_THREADS_PER_WORKER: int(1),
@@ -42,7 +46,9 @@ export const ServeEnvSchema = z.object({
 });
 
 /** App options from the environment (throws a readable error for bad values). */
-export function optionsFromEnv(env: Record<string, string>): { port: number; app: AppOptions } {
+export function optionsFromEnv(
+  env: Record<string, string>,
+): { hostname: string; port: number; app: AppOptions } {
   const parsed = ServeEnvSchema.safeParse(env);
   if (!parsed.success) {
     throw new Error(
@@ -52,6 +58,7 @@ export function optionsFromEnv(env: Record<string, string>): { port: number; app
   }
   const e = parsed.data;
   return {
+    hostname: e.HOST,
     port: e.PORT,
     app: {
       storage: storageFromEnv(env),
@@ -62,6 +69,7 @@ export function optionsFromEnv(env: Record<string, string>): { port: number; app
       maxInputBytes: e.DATARATER_MAX_INPUT_BYTES,
       maxModelBytes: e.DATARATER_MAX_MODEL_BYTES,
       timeoutMs: e.DATARATER_TIMEOUT_MS,
+      bodyTimeoutMs: e.DATARATER_BODY_TIMEOUT_MS,
       batchSize: e.DATARATER_BATCH_SIZE,
       workers: e.DATARATER_WORKERS,
       threadsPerWorker: e.DATARATER_THREADS_PER_WORKER,
@@ -90,7 +98,7 @@ export async function startupCleanup(options: Pick<AppOptions, "spoolDir">): Pro
 }
 
 if (import.meta.main) {
-  const { port, app: options } = optionsFromEnv(Deno.env.toObject());
+  const { hostname, port, app: options } = optionsFromEnv(Deno.env.toObject());
   const swept = await startupCleanup(options);
   if (swept.length) {
     console.log(JSON.stringify({ msg: "removed stale spool files", count: swept.length }));
@@ -103,6 +111,7 @@ if (import.meta.main) {
   }
   const app = createApp(options);
   const server = Deno.serve({
+    hostname,
     port,
     onListen: ({ hostname, port }) =>
       console.log(JSON.stringify({ msg: "scoring function listening", hostname, port })),

@@ -26,6 +26,7 @@ import { createStorage, s3SettingsToEnv, type Storage, type UriStorage } from ".
 import { type S3Server, startS3Server } from "../lib/s3-server.ts";
 import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "../corpus/prepare.ts";
 import { scoreAll } from "./score.ts";
+import { scoringClient } from "../functions/client.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
 import { type EvaluationResult, pct, runEvaluation } from "../evaluation/evaluation.ts";
@@ -155,11 +156,7 @@ async function startScoringFunction(env: Record<string, string>, log: (l: string
   }
   const deadline = Date.now() + 60_000;
   for (;;) {
-    try {
-      const r = await fetch(`${endpoint}/readyz`);
-      await r.body?.cancel();
-      if (r.ok) break;
-    } catch { /* not listening yet */ }
+    if (await scoringClient({ endpoint }).ready()) break; // false while not listening yet
     if (Date.now() > deadline) {
       child.kill();
       throw new Error(`the scoring function did not become ready on ${endpoint}:\n${tail}`);

@@ -14,6 +14,9 @@
  */
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
+import pMap from "p-map";
+import pRetry, { AbortError } from "p-retry";
+import { scoringClient, ScoringClientError } from "../functions/client.ts";
 import { isShardName, SHARD_PATTERN } from "../lib/records.ts";
 import type { Policy } from "../lib/manifest.ts";
 import { type Storage, storageFromEnv } from "../lib/storage.ts";
@@ -40,6 +43,7 @@ export interface ScoreAllOptions {
 
 /** Injectable effects (tests replace them). */
 export interface ScoreAllDeps {
+  /** Under the scoring client (functions/client.ts). */
   fetch: typeof fetch;
   /** Lists the input prefix and checks for existing manifests. */
   storage: Storage;
@@ -83,11 +87,6 @@ export function manifestUriFor(shard: string, input: string, output: string): st
   return (output.endsWith("/") ? output : output + "/") + rel + ".manifest.jsonl";
 }
 
-/** Statuses worth retrying: timeouts, throttling, and server-side failures. */
-function retryable(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
-}
-
 /** Scores every shard under `options.input`; never throws for a shard's failure. */
 export async function scoreAll(
   options: ScoreAllOptions,
@@ -101,8 +100,11 @@ export async function scoreAll(
   const retries = options.retries ?? 5;
   const backoff = options.backoffMs ?? 500;
   const maxBackoff = options.maxBackoffMs ?? 30_000;
-  const url = new URL("/v1/score", options.endpoint).href;
-  const outcomes: ShardOutcome[] = new Array(shards.length);
+  const client = scoringClient({
+    endpoint: options.endpoint,
+    token: options.token,
+    fetch: deps.fetch,
+  });
   let done = 0;
   let records = 0;
   deps.onShard?.(0, shards.length, 0);
@@ -112,60 +114,63 @@ export async function scoreAll(
     if (await deps.storage.stat(manifest)) {
       return { shard, manifest, result: "skipped", attempts: 0 };
     }
-    const body = JSON.stringify({
-      model: options.model,
-      input: shard,
-      output: manifest,
-      policy: options.policy,
-      fields: options.fields,
-      onInvalid: options.onInvalid,
-    });
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    let last: { status?: number; error: string } = { error: "not attempted" };
     let attempts = 0;
-    for (let attempt = 1; attempt <= retries + 1; attempt++) {
-      attempts = attempt;
-      try {
-        const res = await deps.fetch(url, { method: "POST", headers, body });
-        const json = await res.json().catch(() => null);
-        if (res.ok) {
-          return {
-            shard,
-            manifest,
-            result: json.cached ? "cached" : "created",
-            attempts: attempt,
-            counts: json.counts,
-            status: res.status,
-          };
+    try {
+      const { status, result } = await pRetry(async () => {
+        attempts++;
+        try {
+          return await client.score({
+            model: options.model,
+            input: shard,
+            output: manifest,
+            policy: options.policy,
+            fields: options.fields,
+            onInvalid: options.onInvalid,
+          });
+        } catch (e) {
+          // A 4xx is the request's own fault and fails the same way again.
+          if (e instanceof ScoringClientError && !e.retryable) throw new AbortError(e);
+          throw e;
         }
-        last = { status: res.status, error: json?.error?.message ?? res.statusText };
-        if (!retryable(res.status)) break;
-      } catch (e) {
-        last = { error: `request failed: ${(e as Error).message}` }; // connection refused, reset…
-      }
-      if (attempt <= retries) {
-        await deps.sleep(deps.random() * Math.min(maxBackoff, backoff * 2 ** (attempt - 1)));
-      }
+      }, {
+        retries,
+        // p-retry's own delay is off: the backoff below is full jitter (p-retry only scales by
+        // 1-2) and goes through deps.sleep and deps.random, which tests replace.
+        minTimeout: 0,
+        onFailedAttempt: async ({ attemptNumber, retriesLeft }) => {
+          if (retriesLeft <= 0) return;
+          await deps.sleep(
+            deps.random() * Math.min(maxBackoff, backoff * 2 ** (attemptNumber - 1)),
+          );
+        },
+      });
+      return {
+        shard,
+        manifest,
+        result: result.cached ? "cached" : "created",
+        attempts,
+        counts: result.counts,
+        status,
+      };
+    } catch (e) {
+      return {
+        shard,
+        manifest,
+        result: "failed",
+        attempts,
+        status: e instanceof ScoringClientError ? e.status : undefined,
+        error: (e as Error).message,
+      };
     }
-    return { shard, manifest, result: "failed", attempts, ...last };
   };
 
-  let next = 0;
-  const workers = Array.from(
-    { length: Math.max(1, Math.min(options.concurrency ?? 4, shards.length)) },
-    async () => {
-      while (next < shards.length) {
-        const i = next++;
-        const outcome = await scoreOne(shards[i]);
-        outcomes[i] = outcome;
-        done++;
-        records += outcome.counts?.records ?? 0;
-        deps.onShard?.(done, shards.length, records);
-      }
-    },
-  );
-  await Promise.all(workers);
+  const outcomes = await pMap(shards, async (shard) => {
+    const outcome = await scoreOne(shard);
+    done++;
+    records += outcome.counts?.records ?? 0;
+    deps.onShard?.(done, shards.length, records);
+    return outcome;
+  }, { concurrency: Math.max(1, options.concurrency ?? 4) });
 
   const sum = (f: (o: ShardOutcome) => number) => outcomes.reduce((s, o) => s + f(o), 0);
   const seconds = (performance.now() - start) / 1000;

@@ -88,3 +88,43 @@ describe("k8s manifests", () => {
     expect(binding.subjects[0].name).toBe(deployment.spec.template.spec.serviceAccountName);
   });
 });
+
+describe("the scoring function's manifests", () => {
+  test("the Deployment reads its roots from the ConfigMap and its token from a Secret, and binds HOST", async () => {
+    const [kustomization] = await loadAll("kustomization.yaml");
+    expect(kustomization.resources).toContain("function/config.yaml");
+    const [config] = await loadAll("function/config.yaml");
+    expect(config).toMatchObject({
+      kind: "ConfigMap",
+      metadata: { name: "datarater-function", namespace: "datarater-system" },
+    });
+    expect(config.data.DATARATER_ALLOWED_ROOTS).toMatch(/^s3:\/\/[^,\s]+\/(,s3:\/\/[^,\s]+\/)*$/);
+
+    const deployment = (await loadAll("function/deployment.yaml")).find((d) =>
+      d.kind === "Deployment"
+    );
+    expect(deployment.metadata.namespace).toBe(config.metadata.namespace);
+    const [container] = deployment.spec.template.spec.containers;
+    // deno-lint-ignore no-explicit-any
+    const env = (name: string) => container.env.filter((e: any) => e.name === name);
+    expect(env("DATARATER_ALLOWED_ROOTS")).toEqual([{
+      name: "DATARATER_ALLOWED_ROOTS",
+      valueFrom: {
+        configMapKeyRef: { name: "datarater-function", key: "DATARATER_ALLOWED_ROOTS" },
+      },
+    }]);
+    // Required (no `optional: true`): a missing Secret stops the pod instead of serving unauthed.
+    expect(env("DATARATER_TOKEN")).toEqual([{
+      name: "DATARATER_TOKEN",
+      valueFrom: { secretKeyRef: { name: "datarater-function-token", key: "DATARATER_TOKEN" } },
+    }]);
+    expect(env("HOST")).toEqual([{ name: "HOST", value: "0.0.0.0" }]);
+    // The token is never committed: no Secret of that name among the installed resources.
+    for (const path of kustomization.resources as string[]) {
+      for (const d of await loadAll(path)) {
+        expect(d.kind === "Secret" && d.metadata.name === "datarater-function-token", path)
+          .toBe(false);
+      }
+    }
+  });
+});

@@ -13,6 +13,7 @@ import {
   type ScoreAllDeps,
 } from "../../scripts/score.ts";
 import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
+import { scoringClient, ScoringClientError } from "../../functions/client.ts";
 import { buildTestModel, jsonl, referenceTexts } from "./fixtures.ts";
 
 const storage = new FileStorage();
@@ -241,5 +242,159 @@ describe("deno task manifest", () => {
     );
     expect(stdout).toMatch(/^verify {4}ok \(by etag\)$/m);
     expect(stdout.split("\n").filter((l) => / kept \d+, dropped \d+$/.test(l)).length).toBe(20);
+  });
+});
+
+describe("deno task score retries (p-retry)", () => {
+  const answering = (status: number, calls: string[]): typeof fetch => (_url, init) => {
+    calls.push(JSON.parse(String(init!.body)).input);
+    return Promise.resolve(
+      new Response(JSON.stringify({ error: { code: "x", message: `answered ${status}` } }), {
+        status,
+      }),
+    );
+  };
+  const options = (output: string) => ({
+    endpoint,
+    model: `${root}model.onnx`,
+    input: `${root}shards/sub/`,
+    output: `${root}manifests/${output}/`,
+    policy: { kind: "threshold" as const, threshold: 0 },
+    retries: 2,
+    backoffMs: 100,
+    maxBackoffMs: 1000,
+  });
+
+  it("a 4xx is final: one request, no sleep", async () => {
+    for (const status of [400, 403, 404, 409, 413, 422]) {
+      const calls: string[] = [];
+      const sleeps: number[] = [];
+      const { summary } = await scoreAll(
+        options(`final-${status}`),
+        realDeps({
+          fetch: answering(status, calls),
+          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
+        }),
+      );
+      expect(calls).toEqual([`${root}shards/sub/part-4.jsonl`]);
+      expect(sleeps).toEqual([]);
+      expect(summary.failures).toEqual([
+        {
+          shard: `${root}shards/sub/part-4.jsonl`,
+          status,
+          error: `answered ${status}`,
+          attempts: 1,
+        },
+      ]);
+    }
+  });
+
+  it("a 502 (and 408, 429, a dropped connection) is retried: 1 + retries requests, then fails", async () => {
+    for (const status of [502, 500, 504, 408, 429]) {
+      const calls: string[] = [];
+      const sleeps: number[] = [];
+      const { summary } = await scoreAll(
+        options(`retried-${status}`),
+        realDeps({
+          fetch: answering(status, calls),
+          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
+        }),
+      );
+      expect(calls.length).toBe(3);
+      // random() = 0.5 of 100·2^(attempt-1); no sleep after the last attempt.
+      expect(sleeps).toEqual([50, 100]);
+      expect(summary.failures).toEqual([
+        {
+          shard: `${root}shards/sub/part-4.jsonl`,
+          status,
+          error: `answered ${status}`,
+          attempts: 3,
+        },
+      ]);
+    }
+    let n = 0;
+    const dropped: typeof fetch = () => (n++, Promise.reject(new Error("connection refused")));
+    const { summary } = await scoreAll(options("dropped"), realDeps({ fetch: dropped }));
+    expect(n).toBe(3);
+    expect(summary.failures).toEqual([
+      {
+        shard: `${root}shards/sub/part-4.jsonl`,
+        status: undefined,
+        error: "request failed: connection refused",
+        attempts: 3,
+      },
+    ]);
+  });
+
+  it("a 502 then a success: two requests, the shard is created", async () => {
+    let n = 0;
+    const once502: typeof fetch = (url, init) =>
+      n++ === 0 ? Promise.resolve(new Response("bad gateway", { status: 502 })) : fetch(url, init);
+    const { summary, outcomes } = await scoreAll(options("once502"), realDeps({ fetch: once502 }));
+    expect(n).toBe(2);
+    expect(summary).toMatchObject({ created: 1, failed: 0 });
+    expect(outcomes[0]).toMatchObject({ result: "created", attempts: 2, status: 201 });
+  });
+});
+
+describe("the scoring client (functions/client.ts)", () => {
+  it("scores one shard (201), then finds it (200, cached), typed by the app's route", async () => {
+    const client = scoringClient({ endpoint });
+    const request = {
+      model: `${root}model.onnx`,
+      input: `${root}shards/part-0.jsonl`,
+      output: `${root}client/part-0.manifest.jsonl`,
+      policy: { kind: "keepFraction" as const, fraction: 0.5 },
+    };
+    const first = await client.score(request);
+    expect(first.status).toBe(201);
+    expect(first.result).toMatchObject({
+      manifest: request.output,
+      cached: false,
+      counts: { records: 40 },
+    });
+    const again = await client.score(request);
+    expect(again.status).toBe(200);
+    expect(again.result.cached).toBe(true);
+    expect(await client.ready()).toBe(true);
+  });
+
+  it("an error answer is a ScoringClientError with the status, the API code and retryability", async () => {
+    const client = scoringClient({ endpoint });
+    const err = await client.score({
+      model: `${root}model.onnx`,
+      input: "file:///elsewhere/part-0.jsonl",
+      output: `${root}client/x.manifest.jsonl`,
+      policy: { kind: "threshold", threshold: 0 },
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(ScoringClientError);
+    expect(err).toMatchObject({ status: 403, code: "forbidden", retryable: false });
+    expect(err.message).toMatch(
+      /^input file:\/\/\/elsewhere\/part-0\.jsonl is outside the allowed roots/,
+    );
+    const down = scoringClient({ endpoint: "http://127.0.0.1:1" });
+    const refused = await down.score({
+      model: "m",
+      input: "i",
+      output: "o",
+      policy: { kind: "threshold", threshold: 0 },
+    }).catch((e) => e);
+    expect(refused).toBeInstanceOf(ScoringClientError);
+    expect(refused).toMatchObject({ status: undefined, retryable: true });
+    expect(await down.ready()).toBe(false);
+  });
+
+  it("sends the bearer token", async () => {
+    const seen: (string | null)[] = [];
+    const client = scoringClient({
+      endpoint,
+      token: "t0k",
+      fetch: (url, init) => {
+        seen.push(new Headers(init?.headers).get("authorization"));
+        return fetch(url, init);
+      },
+    });
+    await client.ready();
+    expect(seen).toEqual(["Bearer t0k"]);
   });
 });

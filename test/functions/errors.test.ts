@@ -465,3 +465,167 @@ describe("probes and metrics", () => {
     expect(text).toMatch(/datarater_shards_total\{result="created"\} 1/);
   });
 });
+
+describe("bearer auth through hono/bearer-auth", () => {
+  it("another scheme or a malformed token is a 401 like a missing or wrong one, with the challenge", async () => {
+    const a = app({ token: "s3cret" });
+    const basic = await a.request("/v1/score", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Basic czNjcmV0" },
+      body: JSON.stringify(request()),
+    });
+    expect(basic.status).toBe(401);
+    expect(basic.headers.get("www-authenticate")).toBe('Bearer realm="datarater"');
+    expect((await basic.json()).error).toEqual({
+      code: "unauthorized",
+      message: "missing `Authorization: Bearer <token>` header",
+    });
+    const odd = await post(a, request(), { authorization: "Bearer not a token!" });
+    expect(odd.status).toBe(401);
+    expect(odd.body.error).toEqual({ code: "unauthorized", message: "the bearer token is wrong" });
+    const prefix = await post(a, request(), { authorization: "Bearer s3cre" });
+    expect(prefix.status).toBe(401);
+    expect(prefix.body.error.message).toBe("the bearer token is wrong");
+    const lower = await post(a, request(), { authorization: "bearer s3cret" });
+    expect(lower.status).toBe(201);
+  });
+});
+
+describe("the body read through hono/validator", () => {
+  it("a JSON body is read whatever its Content-Type label, as before the validator", async () => {
+    const a = app();
+    const req = request();
+    const labels: Record<string, string>[] = [{}, {
+      "content-type": "application/x-www-form-urlencoded",
+    }];
+    for (const headers of labels) {
+      const res = await a.request("/v1/score", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ ...req, output: `${root}out/label-${outputs++}.manifest.jsonl` }),
+      });
+      expect(res.status).toBe(201);
+    }
+    const bad = await a.request("/v1/score", { method: "POST", body: JSON.stringify({}) });
+    expect(bad.status).toBe(400);
+    const body = await bad.json();
+    expect(body.error.code).toBe("bad_request");
+    expect(body.error.issues.map((i: { path: string }) => i.path)).toEqual([
+      "model",
+      "input",
+      "output",
+      "policy",
+    ]);
+  });
+});
+
+describe("request time limits (issue #11 items 9 and 10)", () => {
+  it("a body that never arrives in full is a 408 within the body limit, over a real socket", async () => {
+    const a = app({ bodyTimeoutMs: 300 });
+    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, a.fetch);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    try {
+      const started = performance.now();
+      await conn.write(
+        new TextEncoder().encode(
+          "POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+            'Content-Length: 100\r\n\r\n{"mo',
+        ),
+      );
+      let answer = "";
+      const buf = new Uint8Array(4096);
+      const read = (async () => {
+        for (;;) {
+          const n = await conn.read(buf);
+          if (n === null) return;
+          answer += new TextDecoder().decode(buf.subarray(0, n));
+          if (/\r\n\r\n[\s\S]*\}\}/.test(answer)) return;
+        }
+      })();
+      let hang: ReturnType<typeof setTimeout> | undefined;
+      const gaveUp = await Promise.race([
+        read.then(() => false),
+        new Promise<boolean>((r) => (hang = setTimeout(() => r(true), 5000))),
+      ]);
+      clearTimeout(hang);
+      const elapsed = performance.now() - started;
+      expect(gaveUp, `no answer in 5 s; got ${JSON.stringify(answer)}`).toBe(false);
+      expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+      const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+      expect(body.error).toEqual({
+        code: "request_timeout",
+        message: "the request body did not arrive within 300 ms",
+        timeoutMs: 300,
+      });
+      expect(elapsed).toBeGreaterThanOrEqual(290);
+      expect(elapsed).toBeLessThan(3000);
+    } finally {
+      conn.close();
+      await server.shutdown();
+    }
+    const metrics = await (await a.request("/metrics")).text();
+    expect(metrics).toMatch(/datarater_errors_total\{kind="request_timeout"\} 1/);
+  });
+
+  it("a timeout while the manifest is written waits for the write: 201 and the manifest is there", async () => {
+    const timeoutMs = 1500;
+    let writeBegan = 0;
+    const faulty = faultStorage({
+      beforeWrite: async () => {
+        writeBegan = performance.now();
+        await new Promise((r) => setTimeout(r, timeoutMs + 500));
+      },
+    }, storage);
+    const a = app({ storage: faulty, timeoutMs, warmModels: [`${root}model.onnx`] });
+    await a.warmUp();
+    const req = request();
+    const started = performance.now();
+    const r = await post(a, req);
+    // The timer fired while the write was held: the answer waited for the write to settle.
+    expect(writeBegan).toBeGreaterThan(0);
+    expect(writeBegan - started).toBeLessThan(timeoutMs);
+    expect(performance.now() - started).toBeGreaterThan(timeoutMs);
+    expect(r.status).toBe(201);
+    expect(r.body.manifest).toBe(req.output);
+    expect((await readManifestHeader(storage, req.output)).counts.records).toBe(50);
+  });
+
+  it("a write that fails after the timeout fired answers its failure (502), never a 504, and no manifest", async () => {
+    const timeoutMs = 1500;
+    const faulty = faultStorage({
+      beforeWrite: async (uri) => {
+        await new Promise((r) => setTimeout(r, timeoutMs + 500));
+        throw new Error(`injected fault: the store dropped the write of ${uri}`);
+      },
+    }, storage);
+    const a = app({ storage: faulty, timeoutMs, warmModels: [`${root}model.onnx`] });
+    await a.warmUp();
+    const req = request();
+    const r = await post(a, req);
+    expect(r.status).toBe(502);
+    expect(r.body.error.code).toBe("storage_error");
+    await expectNoManifest(req.output);
+  });
+
+  it("once the timeout has answered 504, a scoring that reaches the write stage writes nothing", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let writes = 0;
+    const faulty = faultStorage({
+      // Holds the model load (this request's only whole-object read) past the time limit.
+      beforeRead: (uri) => uri.endsWith("slow-model.onnx") ? held : Promise.resolve(),
+      beforeWrite: () => (writes++, Promise.resolve()),
+    }, storage);
+    await Deno.copyFile(`${dir}/model.onnx`, `${dir}/slow-model.onnx`);
+    const a = app({ storage: faulty, timeoutMs: 300 });
+    const req = request({ model: `${root}slow-model.onnx` });
+    const r = await post(a, req);
+    expect(r.status).toBe(504);
+    expect(r.body.error.code).toBe("timeout");
+    release();
+    // Let the abandoned scoring run on to where it would write.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(writes).toBe(0);
+    await expectNoManifest(req.output);
+  });
+});

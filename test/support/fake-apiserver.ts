@@ -34,7 +34,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { KubeConfig } from "@kubernetes/client-node";
-import { canonicalJson } from "../../cluster/json.ts";
+import { canonicalJson } from "../../lib/json.ts";
 import { buildMetaTrainingCrd, type CelRule } from "../../cluster/crd.ts";
 import {
   GROUP,

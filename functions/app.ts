@@ -25,7 +25,7 @@ import { ApiError } from "./errors.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
 import { ModelCache } from "./models.ts";
-import { type ScoreRequest, ScoreRequestSchema, scoreShard } from "./score.ts";
+import { type ScoreLimits, type ScoreRequest, ScoreRequestSchema, scoreShard } from "./score.ts";
 
 /** Configuration of {@link createApp}; every limit has a default. */
 export interface AppOptions {
@@ -64,6 +64,8 @@ export interface AppOptions {
   warmModels?: string[];
   /** Folder for manifest spool files (default: the system's temporary folder). */
   spoolDir?: string;
+  /** Per-request limits on ids, decompressed bytes and lines (see `ScoreLimits` in score.ts). */
+  limits?: Partial<ScoreLimits>;
 }
 
 /** The Hono app plus its lifecycle. */
@@ -121,6 +123,7 @@ export function createApp(options: AppOptions): ScoringApp {
     pipelineDepth: options.pipelineDepth ?? 2,
     maxInputBytes: options.maxInputBytes ?? 16 * 2 ** 30,
     spoolDir: options.spoolDir,
+    limits: options.limits,
   };
   const timeoutMs = options.timeoutMs ?? 15 * 60_000;
   const inFlight = new Map<string, Promise<unknown>>();

@@ -238,6 +238,13 @@ function headerLine(header: ManifestHeader): Uint8Array {
 }
 
 /**
+ * Start of every spool file's name; then the writing process's pid and `-`. A process killed
+ * mid-shard cannot delete its spool, so a sweep at start removes the files of pids no longer
+ * running (`sweepStaleTempFiles` in lib/tempfiles.ts).
+ */
+export const SPOOL_PREFIX = "datarater-spool-";
+
+/**
  * Spools manifest entries to a temporary file so memory stays bounded, then streams the finished
  * manifest (header line, then the entries) for a single create-only write. Nothing is visible in
  * storage until that write, so a crash mid-shard leaves no partial manifest.
@@ -265,9 +272,13 @@ export class ManifestSpool {
     this.#file = file;
   }
 
-  /** Opens a spool in the system's temporary folder (or `dir`). */
+  /**
+   * Opens a spool in the system's temporary folder (or `dir`), named
+   * `datarater-spool-<pid>-<random>.jsonl` ({@link SPOOL_PREFIX}).
+   */
   static async create(dir?: string): Promise<ManifestSpool> {
-    const path = await Deno.makeTempFile({ dir, prefix: "datarater-manifest-", suffix: ".jsonl" });
+    const prefix = `${SPOOL_PREFIX}${Deno.pid}-`;
+    const path = await Deno.makeTempFile({ dir, prefix, suffix: ".jsonl" });
     const file = await Deno.open(path, { write: true, read: true });
     return new ManifestSpool(path, file);
   }

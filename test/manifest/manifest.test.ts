@@ -15,6 +15,7 @@ import {
   readManifestHeader,
   readManifestHeaderIfExists,
   ScoreSummaryBuilder,
+  SPOOL_PREFIX,
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
@@ -123,6 +124,17 @@ describe("manifest v1 format", () => {
     await spool.add({ id: "a", line: 1, score: 1, keep: true });
     await spool.dispose();
     await expect(Deno.stat(spool.path)).rejects.toThrow();
+  });
+
+  it("a spool file is named after the writing process (pid), so a sweep can find stale ones", async () => {
+    const spool = await ManifestSpool.create();
+    try {
+      const name = spool.path.split("/").pop()!;
+      expect(name.startsWith(`${SPOOL_PREFIX}${Deno.pid}-`)).toBe(true);
+      expect(name).toMatch(/^datarater-spool-\d+-.+\.jsonl$/);
+    } finally {
+      await spool.dispose();
+    }
   });
 
   it("header validation names the wrong fields", () => {

@@ -15,6 +15,7 @@
  * ```
  */
 import { isUtf8 } from "node:buffer";
+import { LineParser } from "./line-parser.ts";
 import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
 import type { Storage } from "./storage.ts";
 
@@ -230,6 +231,9 @@ export interface SplitLinesOptions {
   onTooLong?: (error: RecordError) => void;
 }
 
+const trimCr = (bytes: Uint8Array): Uint8Array =>
+  bytes.length && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
+
 /**
  * Splits a byte stream into lines (without the `\n`, and without a trailing `\r`), as bytes.
  * Yields `[lineNumber, bytes]`; a line over `maxLineBytes` throws a `line-too-long`
@@ -240,13 +244,27 @@ export async function* splitLines(
   maxLineBytes = 64 << 20,
   options: SplitLinesOptions = {},
 ): AsyncGenerator<[number, Uint8Array]> {
+  for await (const [line, parts, length] of splitLineParts(stream, maxLineBytes, options)) {
+    yield [line, trimCr(parts.length === 1 ? parts[0] : concat(parts, length))];
+  }
+}
+
+/**
+ * {@link splitLines} without joining a line's pieces: yields `[lineNumber, parts, length]`, the
+ * line being the parts' bytes in order (a trailing `\r` included). Every part but the last is a
+ * copy the caller owns; the last may be a view of the stream's chunk. Joining a long line is left
+ * to the consumer (the worker of `line-parser.ts`: copying 60 MB holds a thread for a while).
+ */
+async function* splitLineParts(
+  stream: ReadableStream<Uint8Array>,
+  maxLineBytes: number,
+  options: SplitLinesOptions,
+): AsyncGenerator<[number, Uint8Array[], number]> {
   let carry: Uint8Array[] = [];
   let carryLength = 0;
   let line = 0;
   // True while the rest of an over-long line is being discarded.
   let skipping = false;
-  const finish = (bytes: Uint8Array): Uint8Array =>
-    bytes.length && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
   const tooLong = (n: number) => {
     const error = new RecordError(n, "line-too-long", `line longer than ${maxLineBytes} bytes`);
     if (!options.onTooLong) throw error;
@@ -267,20 +285,22 @@ export async function* splitLines(
         start = nl + 1;
         continue;
       }
-      // Checked before joining the pieces, so an over-long line is never copied whole.
       if (carryLength + (nl - start) > maxLineBytes) {
         tooLong(line);
         start = nl + 1;
         continue;
       }
-      let bytes = chunk.subarray(start, nl);
+      const last = chunk.subarray(start, nl);
       if (carryLength) {
-        carry.push(bytes);
-        bytes = concat(carry, carryLength + bytes.length);
+        carry.push(last);
+        const parts = carry;
+        const length = carryLength + last.length;
         carry = [];
         carryLength = 0;
+        yield [line, parts, length];
+      } else {
+        yield [line, [last], last.length];
       }
-      yield [line, finish(bytes)];
       start = nl + 1;
     }
     if (start < chunk.length && !skipping) {
@@ -294,7 +314,7 @@ export async function* splitLines(
       carryLength += chunk.length - start;
     }
   }
-  if (carryLength) yield [line + 1, finish(concat(carry, carryLength))];
+  if (carryLength) yield [line + 1, carry, carryLength];
 }
 
 const decoder = new TextDecoder("utf-8");
@@ -321,6 +341,17 @@ export function parseRecordLine(
       `not valid JSON (${(e as Error).message})`,
     );
   }
+  return toParsedRecord(line, value, idField, textField, invalidUtf8, maxIdBytes);
+}
+
+function toParsedRecord(
+  line: number,
+  value: unknown,
+  idField: string,
+  textField: string,
+  invalidUtf8: boolean,
+  maxIdBytes?: number,
+): RecordEntry {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new RecordError(
       line,
@@ -468,12 +499,13 @@ export async function* readRecords(
       },
     }),
   );
-  const lines = splitLines(counted, options.maxLineBytes, {
+  const lines = splitLineParts(counted, options.maxLineBytes ?? 64 << 20, {
     onTooLong: onInvalid === "skip" ? (e) => onSkip?.(e) : undefined,
   });
   let lastYield = performance.now();
+  let parser: LineParser | undefined;
   try {
-    for await (const [line, bytes] of lines) {
+    for await (const [line, parts, length] of lines) {
       if (line > maxLines) {
         throw new ShardError(
           "too-many-lines",
@@ -481,15 +513,22 @@ export async function* readRecords(
           maxLines,
         );
       }
-      if (bytes.length === 0 || isBlank(bytes)) continue;
       try {
-        yield parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
+        if (length >= WORKER_LINE_BYTES) {
+          if (parts.every(isBlank)) continue;
+          parser ??= new LineParser();
+          yield await parseRecordLineInWorker(parser, line, parts, idField, textField, options);
+        } else {
+          const bytes = trimCr(parts.length === 1 ? parts[0] : concat(parts, length));
+          if (bytes.length === 0 || isBlank(bytes)) continue;
+          yield parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
+        }
       } catch (e) {
         if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
         onSkip?.(e);
       }
-      // Parsing a line is synchronous (a 60 MB line takes most of a second here): give the event
-      // loop a turn between lines once a while has passed, so health checks are answered.
+      // Many short lines parse synchronously one after another: give the event loop a turn once
+      // a while has passed, so health checks are answered.
       if (performance.now() - lastYield > YIELD_EVERY_MS) {
         await new Promise((resolve) => setTimeout(resolve, 0));
         lastYield = performance.now();
@@ -506,12 +545,40 @@ export async function* readRecords(
     }
     throw e;
   } finally {
+    parser?.close();
     await lines.return(undefined);
   }
 }
 
 /** Longest stretch of line parsing between two turns of the event loop. */
 const YIELD_EVERY_MS = 20;
+
+/**
+ * Lines from this length on are parsed in a worker ({@link LineParser}): parsing a line near the
+ * 64 MiB limit on the main thread would hold it for most of a second.
+ */
+export const WORKER_LINE_BYTES = 1 << 20;
+
+/** {@link parseRecordLine}, with the UTF-8 check, decoding and JSON.parse in `parser`'s worker. */
+async function parseRecordLineInWorker(
+  parser: LineParser,
+  line: number,
+  parts: Uint8Array[],
+  idField: string,
+  textField: string,
+  options: ReadRecordsOptions,
+): Promise<RecordEntry> {
+  const reply = await parser.parse(parts);
+  if (!reply.ok) throw new RecordError(line, "bad-json", `not valid JSON (${reply.message})`);
+  return toParsedRecord(
+    line,
+    reply.value,
+    idField,
+    textField,
+    reply.invalidUtf8,
+    options.maxIdBytes,
+  );
+}
 
 /** Passes a stream through, calling `onError` if reading it fails. */
 function tapErrors(

@@ -12,6 +12,7 @@ import {
   ShardError,
   splitLines,
   truncateForMessage,
+  WORKER_LINE_BYTES,
 } from "../../lib/records.ts";
 import { MemoryStorage } from "../../lib/storage.ts";
 
@@ -142,4 +143,36 @@ test("a truncated gzip stream is a corrupt-gzip ShardError; a failing source kee
 test("truncateForMessage keeps short text and marks a cut with the original length", () => {
   expect(truncateForMessage("short", 10)).toBe("short");
   expect(truncateForMessage("x".repeat(25), 10)).toBe("xxxxxxxxxx…(25 chars)");
+});
+
+test("lines of a MiB and more are parsed in a worker with the same results and errors", async () => {
+  const big = "é".repeat(WORKER_LINE_BYTES); // 2 MiB of UTF-8
+  const bad = new Uint8Array(WORKER_LINE_BYTES + 20);
+  bad.set(enc.encode('{"id":"u","text":"'));
+  bad.fill(0x61, 18);
+  bad[100] = 0xff; // invalid UTF-8 inside the text
+  bad.set(enc.encode('"}'), bad.length - 2);
+  const skipped: RecordError[] = [];
+  const got = await Array.fromAsync(
+    readRecords(
+      storage,
+      streamOf(
+        JSON.stringify({ id: "big", text: big, source: "s" }) + "\n",
+        bad,
+        "\n" + '{"id":"broken","text":"' + "x".repeat(WORKER_LINE_BYTES) + "\n",
+        JSON.stringify([1, "x".repeat(WORKER_LINE_BYTES)]) + "\n",
+        '{"id":"small","text":"s"}\n',
+      ),
+      { onInvalid: "skip", onSkip: (e) => skipped.push(e) },
+    ),
+  );
+  expect(got.map((r) => [r.line, r.id, r.text.length, r.invalidUtf8])).toEqual([
+    [1, "big", WORKER_LINE_BYTES, false],
+    [2, "u", WORKER_LINE_BYTES, true],
+    [5, "small", 1, false],
+  ]);
+  expect(got[0].text).toBe(big);
+  expect(got[0].record.source).toBe("s");
+  expect(got[1].text[100 - 18]).toBe("\uFFFD");
+  expect(skipped.map((e) => [e.line, e.kind])).toEqual([[3, "bad-json"], [4, "not-object"]]);
 });

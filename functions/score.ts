@@ -347,6 +347,8 @@ export async function scoreShard(
       maxDecompressedBytes: decompressedLimit(limits, input.size),
       maxLines: limits.maxLines,
       maxLineBytes: limits.maxLineBytes,
+      // The model reads seqLen bytes of each text: a 60 MB text need not reach this thread whole.
+      textHead: model.seqLen,
     });
 
     const summary = new ScoreSummaryBuilder();

@@ -18,9 +18,16 @@
 export interface ParseRequest {
   id: number;
   parts: ArrayBuffer[];
+  /** With `textHead`: the value's field `textField`, if a string, is cut to its head. */
+  textField?: string;
+  /** See `ReadRecordsOptions.textHead` in lib/records.ts. */
+  textHead?: number;
 }
 
-/** The parsed value and whether the bytes were valid UTF-8, or JSON.parse's error message. */
+/**
+ * The parsed value and whether the line was valid UTF-8 (bytes, and the whole text's escapes), or
+ * JSON.parse's error message.
+ */
 export type ParseReply =
   | { id: number; ok: true; value: unknown; invalidUtf8: boolean }
   | { id: number; ok: false; message: string };
@@ -59,7 +66,10 @@ export class LineParser {
    * a view of its whole buffer is handed over to the worker, so the caller must not use it again;
    * other pieces (views of a part of a buffer, which may be in use elsewhere) are copied.
    */
-  parse(parts: Uint8Array[]): Promise<ParseReply> {
+  parse(
+    parts: Uint8Array[],
+    options: { textField?: string; textHead?: number } = {},
+  ): Promise<ParseReply> {
     this.#worker ??= this.#start();
     const buffers = parts.map((p) =>
       p.byteOffset === 0 && p.buffer instanceof ArrayBuffer && p.byteLength === p.buffer.byteLength
@@ -70,7 +80,7 @@ export class LineParser {
     const worker = this.#worker;
     return new Promise<ParseReply>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      const msg: ParseRequest = { id, parts: buffers };
+      const msg: ParseRequest = { id, parts: buffers, ...options };
       worker.postMessage(msg, buffers);
     });
   }

@@ -108,6 +108,13 @@ export interface ReadRecordsOptions {
   /** Most lines (blank ones included) or Parquet rows read (default: no limit): `too-many-lines`. */
   maxLines?: number;
   /**
+   * JSON Lines: keep only the head of each text, at least this many UTF-8 bytes (whole
+   * characters), for callers that look no further (scoring looks at the model's `seqLen`). A long
+   * line's text then never crosses from the parsing worker to the main thread whole.
+   * `invalidUtf8` still describes the whole line.
+   */
+  textHead?: number;
+  /**
    * For a stream source: the URI it was opened from. Parquet keeps its index at the end, so it
    * cannot be parsed from a stream; given `uri`, a Parquet stream's rows are read by ranged reads
    * of `uri` while the stream itself is still read to its end, concurrently, so a wrapper around it
@@ -521,7 +528,9 @@ export async function* readRecords(
         } else {
           const bytes = trimCr(parts.length === 1 ? parts[0] : concat(parts, length));
           if (bytes.length === 0 || isBlank(bytes)) continue;
-          yield parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
+          const entry = parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
+          if (options.textHead !== undefined) entry.text = textHeadOf(entry.text, options.textHead);
+          yield entry;
         }
       } catch (e) {
         if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
@@ -550,6 +559,16 @@ export async function* readRecords(
   }
 }
 
+/**
+ * The first `bytes` UTF-16 units of `text`, and one more where the cut would split a surrogate
+ * pair: at least `bytes` UTF-8 bytes (every character is at least one), or all of a shorter text.
+ */
+export function textHeadOf(text: string, bytes: number): string {
+  if (text.length <= bytes) return text;
+  const code = text.charCodeAt(bytes - 1);
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? bytes + 1 : bytes);
+}
+
 /** Longest stretch of line parsing between two turns of the event loop. */
 const YIELD_EVERY_MS = 20;
 
@@ -568,7 +587,7 @@ async function parseRecordLineInWorker(
   textField: string,
   options: ReadRecordsOptions,
 ): Promise<RecordEntry> {
-  const reply = await parser.parse(parts);
+  const reply = await parser.parse(parts, { textField, textHead: options.textHead });
   if (!reply.ok) throw new RecordError(line, "bad-json", `not valid JSON (${reply.message})`);
   return toParsedRecord(
     line,

@@ -11,6 +11,7 @@ import {
   RecordError,
   ShardError,
   splitLines,
+  textHeadOf,
   truncateForMessage,
   WORKER_LINE_BYTES,
 } from "../../lib/records.ts";
@@ -175,4 +176,33 @@ test("lines of a MiB and more are parsed in a worker with the same results and e
   expect(got[0].record.source).toBe("s");
   expect(got[1].text[100 - 18]).toBe("\uFFFD");
   expect(skipped.map((e) => [e.line, e.kind])).toEqual([[3, "bad-json"], [4, "not-object"]]);
+});
+
+test("textHead keeps a text's head, whole characters, in both paths; invalidUtf8 sees the whole line", async () => {
+  const long = "😀".repeat(WORKER_LINE_BYTES); // 4 MiB of UTF-8: parsed in the worker
+  const got = await Array.fromAsync(
+    readRecords(
+      storage,
+      streamOf(
+        JSON.stringify({ id: "w", text: long }) + "\n",
+        JSON.stringify({ id: "s", text: "abcdefghij" }) + "\n",
+        // A lone surrogate far past the head, in a line for the worker.
+        `{"id":"lone","text":"${"a".repeat(WORKER_LINE_BYTES)}\\ud800"}\n`,
+        `{"id":"lone-short","text":"abcdefghij\\ud800"}\n`,
+      ),
+      { textHead: 5 },
+    ),
+  );
+  expect(got.map((r) => [r.id, r.text, r.invalidUtf8])).toEqual([
+    ["w", "😀😀😀", false], // 5 units would split the third pair: 6 units, 12 bytes
+    ["s", "abcde", false],
+    ["lone", "aaaaa", true],
+    ["lone-short", "abcde", true],
+  ]);
+});
+
+test("textHeadOf never splits a surrogate pair", () => {
+  expect(textHeadOf("ab😀c", 3)).toBe("ab😀");
+  expect(textHeadOf("ab😀c", 2)).toBe("ab");
+  expect(textHeadOf("abc", 5)).toBe("abc");
 });

@@ -31,7 +31,13 @@ import { AllowedRoots } from "./roots.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
 import { ModelCache } from "./models.ts";
-import { type ScoreRequest, ScoreRequestSchema, type ScoreResult, scoreShard } from "./score.ts";
+import {
+  type ScoreLimits,
+  type ScoreRequest,
+  ScoreRequestSchema,
+  type ScoreResult,
+  scoreShard,
+} from "./score.ts";
 
 /** The body of `POST /v1/score` as a caller writes it (defaults not yet applied). */
 export type ScoreRequestBody = z.input<typeof ScoreRequestSchema>;
@@ -79,6 +85,8 @@ export interface AppOptions {
   warmModels?: string[];
   /** Folder for manifest spool files (default: the system's temporary folder). */
   spoolDir?: string;
+  /** Per-request limits on ids, decompressed bytes and lines (see `ScoreLimits` in score.ts). */
+  limits?: Partial<ScoreLimits>;
 }
 
 /** What {@link createApp} adds to the Hono app. */
@@ -170,6 +178,7 @@ export function createApp(options: AppOptions) {
     pipelineDepth: options.pipelineDepth ?? 2,
     maxInputBytes: options.maxInputBytes ?? 16 * 2 ** 30,
     spoolDir: options.spoolDir,
+    limits: options.limits,
   };
   const timeoutMs = options.timeoutMs ?? 15 * 60_000;
   const bodyTimeoutMs = Math.min(options.bodyTimeoutMs ?? 30_000, timeoutMs);

@@ -17,6 +17,7 @@
  */
 import { tmpdir } from "node:os";
 import { z } from "zod";
+import { SPOOL_PREFIX } from "../lib/manifest.ts";
 import { storageFromEnv } from "../lib/storage.ts";
 import { sweepStaleTempFiles } from "../lib/tempfiles.ts";
 import { type AppOptions, createApp } from "./app.ts";
@@ -78,9 +79,6 @@ export function optionsFromEnv(
     },
   };
 }
-
-/** Name prefix of the manifest spool files (`ManifestSpool` in lib/manifest.ts). */
-export const SPOOL_PREFIX = "datarater-manifest-";
 
 /**
  * What a start cleans up: spool files a killed predecessor left in the spool folder (only those

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import type { ScoreCalibration } from "../lib/calibration.ts";
-import type { ObjectInfo, Storage } from "../lib/storage.ts";
+import { NotFoundError, type ObjectInfo, type Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { type InferencePool, NotADataRaterModelError } from "./inference.ts";
 
@@ -95,8 +95,7 @@ export class ModelCache {
     try {
       bytes = await this.storage.readBytes(uri);
     } catch (e) {
-      const name = (e as Error).name;
-      if (name === "NotFoundError") {
+      if (e instanceof NotFoundError) {
         throw new ApiError("not_found", `model ${uri} does not exist`, { field: "model", uri });
       }
       throw new ApiError("storage_error", `cannot read model ${uri}: ${(e as Error).message}`, {

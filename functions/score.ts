@@ -8,6 +8,7 @@
  * entries go to a temporary file, not to memory.
  */
 import { z } from "zod";
+import { sameJson } from "../lib/json.ts";
 import { encodeBatch, headBytes } from "../lib/bytes.ts";
 import {
   acceptProbability,
@@ -30,8 +31,19 @@ import {
   readManifestHeaderIfExists,
   ScoreSummaryBuilder,
 } from "../lib/manifest.ts";
-import { ParquetError, readRecords, RecordError } from "../lib/records.ts";
-import type { ObjectInfo, Storage } from "../lib/storage.ts";
+import {
+  ParquetError,
+  readRecords,
+  RecordError,
+  ShardError,
+  truncateForMessage,
+} from "../lib/records.ts";
+import {
+  NotFoundError,
+  type ObjectInfo,
+  PreconditionFailedError,
+  type Storage,
+} from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { InferenceError, type InferencePool } from "./inference.ts";
 import type { LoadedModel, ModelCache } from "./models.ts";
@@ -65,6 +77,48 @@ export interface ScoreResult {
   scores: ManifestHeader["scores"];
 }
 
+/**
+ * Bounds on the work and the output one request can cause, whatever its input: ids are stored in
+ * memory (duplicate detection) and in the manifest, and a small gzip shard can expand without bound.
+ */
+export interface ScoreLimits {
+  /** Longest id, in UTF-8 bytes (default 1 KiB): longer is an invalid line (`id-too-long`). */
+  maxIdBytes: number;
+  /** Most bytes a shard may expand to when decompressed, absolutely (default 64 GiB). */
+  maxDecompressedBytes: number;
+  /**
+   * Most bytes a shard may expand to per stored byte (default 64; plain text compresses 3–10×).
+   * Shards under 1 MiB stored may always expand to 64 MiB.
+   */
+  maxExpansion: number;
+  /** Most lines (blank ones included) or Parquet rows per shard (default 100 million). */
+  maxLines: number;
+  /** Longest JSON line, in bytes (default 64 MiB): longer is an invalid line (`line-too-long`). */
+  maxLineBytes: number;
+}
+
+/** The defaults of {@link ScoreLimits}. */
+export const DEFAULT_SCORE_LIMITS: ScoreLimits = {
+  maxIdBytes: 1024,
+  maxDecompressedBytes: 64 * 2 ** 30,
+  maxExpansion: 64,
+  maxLines: 100_000_000,
+  maxLineBytes: 64 * 2 ** 20,
+};
+
+/** Longest id quoted in an error message or a manifest header's list of invalid lines. */
+const MAX_QUOTED_ID_CHARS = 100;
+/** Longest reason stored per invalid line in a manifest header (the list holds at most 100). */
+const MAX_INVALID_REASON_CHARS = 300;
+
+/** The decompressed-bytes limit for an input of `storedBytes` (see {@link ScoreLimits}). */
+export function decompressedLimit(limits: ScoreLimits, storedBytes: number): number {
+  return Math.min(
+    limits.maxDecompressedBytes,
+    Math.max(limits.maxExpansion * storedBytes, limits.maxExpansion * 2 ** 20),
+  );
+}
+
 /** What {@link scoreShard} needs. */
 export interface ScoreDeps {
   storage: Storage;
@@ -77,6 +131,8 @@ export interface ScoreDeps {
   maxInputBytes: number;
   /** Folder for manifest spool files (default: the system's temporary folder). */
   spoolDir?: string;
+  /** Per-request limits (each defaults to {@link DEFAULT_SCORE_LIMITS}). */
+  limits?: Partial<ScoreLimits>;
 }
 
 /** Decides keep/drop for one scored record. */
@@ -126,17 +182,6 @@ async function existingManifest(storage: Storage, uri: string): Promise<Manifest
     }
     throw new ApiError("storage_error", `cannot read ${uri}: ${(e as Error).message}`, { uri });
   }
-}
-
-function sameJson(a: unknown, b: unknown): boolean {
-  const canon = (v: unknown): unknown =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(
-        Object.entries(v as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : 1))
-          .map(([k, x]) => [k, canon(x)]),
-      )
-      : v;
-  return JSON.stringify(canon(a)) === JSON.stringify(canon(b));
 }
 
 /**
@@ -211,7 +256,9 @@ async function statInput(storage: Storage, uri: string): Promise<ObjectInfo> {
 function recordErrorToApi(e: RecordError, uri: string): ApiError {
   return new ApiError(
     "invalid_record",
-    `input ${uri} ${e.message}; fix the line, or send "onInvalid": "skip" to skip and count invalid lines`,
+    `input ${uri} ${
+      truncateForMessage(e.message, MAX_INVALID_REASON_CHARS)
+    }; fix the line, or send "onInvalid": "skip" to skip and count invalid lines`,
     { field: "input", uri, line: e.line, kind: e.kind },
   );
 }
@@ -226,6 +273,7 @@ export async function scoreShard(
   signal: AbortSignal,
 ): Promise<ScoreResult> {
   const { storage, metrics } = deps;
+  const limits: ScoreLimits = { ...DEFAULT_SCORE_LIMITS, ...deps.limits };
   const input = await statInput(storage, req.input);
   if (input.size > deps.maxInputBytes) {
     throw new ApiError(
@@ -246,13 +294,20 @@ export async function scoreShard(
     try {
       raw = await storage.read(req.input);
     } catch (e) {
-      if ((e as Error).name === "NotFoundError") {
+      if (e instanceof NotFoundError) {
         throw new ApiError("not_found", `input ${req.input} does not exist`, {
           field: "input",
           uri: req.input,
         });
       }
-      throw e;
+      throw new ApiError(
+        "storage_error",
+        `cannot read input ${req.input}: ${(e as Error).message}`,
+        {
+          field: "input",
+          uri: req.input,
+        },
+      );
     }
     // Abort the download itself on timeout, not just the loop around it.
     const abortable = raw.pipeThrough(new TransformStream<Uint8Array, Uint8Array>(), { signal });
@@ -262,7 +317,9 @@ export async function scoreShard(
     let skippedInvalid = 0;
     const skip = (line: number, error: string) => {
       skippedInvalid++;
-      if (invalid.length < MAX_REPORTED_INVALID) invalid.push({ line, error });
+      if (invalid.length < MAX_REPORTED_INVALID) {
+        invalid.push({ line, error: truncateForMessage(error, MAX_INVALID_REASON_CHARS) });
+      }
     };
     const records = readRecords(storage, hashed.stream, {
       idField: req.fields.id,
@@ -276,6 +333,12 @@ export async function scoreShard(
       // Ranged reads are pinned to the version whose ETag the manifest records.
       etag: input.etag,
       columns: [],
+      maxIdBytes: limits.maxIdBytes,
+      maxDecompressedBytes: decompressedLimit(limits, input.size),
+      maxLines: limits.maxLines,
+      maxLineBytes: limits.maxLineBytes,
+      // The model reads seqLen bytes of each text: a 60 MB text need not reach this thread whole.
+      textHead: model.seqLen,
     });
 
     const summary = new ScoreSummaryBuilder();
@@ -335,13 +398,20 @@ export async function scoreShard(
         }
         const first = seen.get(r.id);
         if (first !== undefined) {
-          const why = `duplicate id ${JSON.stringify(r.id)} (first at line ${first})`;
+          const quoted = truncateForMessage(JSON.stringify(r.id), MAX_QUOTED_ID_CHARS);
+          const why = `duplicate id ${quoted} (first at line ${first})`;
           if (req.onInvalid === "fail") {
             throw new ApiError(
               "duplicate_id",
               `input ${req.input} line ${r.line}: ${why}; ids must be unique within a shard, ` +
                 `or send "onInvalid": "skip" to keep the first and skip the rest`,
-              { field: "input", uri: req.input, line: r.line, id: r.id, firstLine: first },
+              {
+                field: "input",
+                uri: req.input,
+                line: r.line,
+                id: truncateForMessage(r.id, MAX_QUOTED_ID_CHARS),
+                firstLine: first,
+              },
             );
           }
           skip(r.line, why);
@@ -359,6 +429,23 @@ export async function scoreShard(
       await records.return(undefined).catch(() => {});
       if (signal.aborted) throw signal.reason;
       if (e instanceof RecordError) throw recordErrorToApi(e, req.input);
+      if (e instanceof ShardError) {
+        throw e.kind === "corrupt-gzip"
+          ? new ApiError(
+            "invalid_record",
+            `input ${req.input} ${e.message}: it is truncated or corrupt; re-upload it`,
+            { field: "input", uri: req.input, kind: e.kind },
+          )
+          : new ApiError(
+            "payload_too_large",
+            `input ${req.input}: ${e.message}, the limit for this request ` +
+              `(${
+                e.kind === "too-many-lines" ? "maxLines" : "maxDecompressedBytes, maxExpansion"
+              }` +
+              "): split the shard",
+            { field: "input", uri: req.input, kind: e.kind, limit: e.limit },
+          );
+      }
       if (e instanceof ParquetError) {
         throw new ApiError(
           e.kind === "row-group-too-large" ? "payload_too_large" : "invalid_record",
@@ -421,7 +508,7 @@ export async function scoreShard(
         contentLength,
       });
     } catch (e) {
-      if ((e as Error).name === "PreconditionFailedError") {
+      if (e instanceof PreconditionFailedError) {
         // Someone else wrote it meanwhile: theirs stands; answer as for an existing manifest.
         const theirs = await existingManifest(storage, req.output);
         if (theirs) return resultFromExisting(theirs, req, model, input);

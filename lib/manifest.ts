@@ -24,9 +24,12 @@
  * ```
  */
 import { createHash } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { z } from "zod";
 import { readRecords, type RecordEntry, splitLines } from "./records.ts";
 import { NotFoundError, type Storage } from "./storage.ts";
+import { tempFileName } from "./tempfiles.ts";
 
 /** `kind` of every manifest header. */
 export const MANIFEST_KIND = "datarater.manifest";
@@ -238,6 +241,13 @@ function headerLine(header: ManifestHeader): Uint8Array {
 }
 
 /**
+ * Stem of every spool file's name (`tempFileName` in lib/tempfiles.ts adds the writer's pid and
+ * host). A process killed mid-shard cannot delete its spool, so a sweep at start removes the
+ * files whose writer is gone (`sweepStaleTempFiles(dir, SPOOL_PREFIX)`).
+ */
+export const SPOOL_PREFIX = "datarater-spool";
+
+/**
  * Spools manifest entries to a temporary file so memory stays bounded, then streams the finished
  * manifest (header line, then the entries) for a single create-only write. Nothing is visible in
  * storage until that write, so a crash mid-shard leaves no partial manifest.
@@ -265,10 +275,13 @@ export class ManifestSpool {
     this.#file = file;
   }
 
-  /** Opens a spool in the system's temporary folder (or `dir`). */
+  /**
+   * Opens a spool in the system's temporary folder (or `dir`), named by `tempFileName` after
+   * {@link SPOOL_PREFIX} and the writing process.
+   */
   static async create(dir?: string): Promise<ManifestSpool> {
-    const path = await Deno.makeTempFile({ dir, prefix: "datarater-manifest-", suffix: ".jsonl" });
-    const file = await Deno.open(path, { write: true, read: true });
+    const path = join(dir ?? tmpdir(), tempFileName(SPOOL_PREFIX));
+    const file = await Deno.open(path, { write: true, read: true, createNew: true });
     return new ManifestSpool(path, file);
   }
 

@@ -14,6 +14,8 @@
  * }
  * ```
  */
+import { isUtf8 } from "node:buffer";
+import { LineParser } from "./line-parser.ts";
 import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
 import type { Storage } from "./storage.ts";
 
@@ -39,7 +41,8 @@ export type RecordErrorKind =
   | "not-object"
   | "missing-id"
   | "missing-text"
-  | "line-too-long";
+  | "line-too-long"
+  | "id-too-long";
 
 /** A line that is not a usable record; says which line and why. */
 export class RecordError extends Error {
@@ -53,6 +56,36 @@ export class RecordError extends Error {
   }
 }
 
+/**
+ * The shard as a whole cannot be read: it is not a complete gzip stream, or it expands past a
+ * limit (decompressed bytes, lines). Unlike {@link RecordError} no line can be skipped past it.
+ */
+export class ShardError extends Error {
+  constructor(
+    readonly kind: "corrupt-gzip" | "too-many-bytes" | "too-many-lines",
+    message: string,
+    /** The limit that was reached (for the `too-many-*` kinds). */
+    readonly limit?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "ShardError";
+  }
+}
+
+/**
+ * `text` cut to at most `max` characters, with a marker saying how long it was: for messages and
+ * headers that quote values from a shard, whose size the caller controls.
+ *
+ * @example
+ * ```ts
+ * truncateForMessage("x".repeat(1000), 10); // "xxxxxxxxxx…(1000 chars)"
+ * ```
+ */
+export function truncateForMessage(text: string, max = 200): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length} chars)`;
+}
+
 /** Options for {@link readRecords}. */
 export interface ReadRecordsOptions {
   idField?: string;
@@ -60,8 +93,27 @@ export interface ReadRecordsOptions {
   /** `fail` (default): throw {@link RecordError}; `skip`: report it to `onSkip` and go on. */
   onInvalid?: "fail" | "skip";
   onSkip?: (error: RecordError) => void;
-  /** Longest line accepted, in bytes (default 64 MiB). */
+  /**
+   * Longest line accepted, in bytes (default 64 MiB). A longer line is a `line-too-long`
+   * {@link RecordError}; with `onInvalid: "skip"` it is skipped without being buffered.
+   */
   maxLineBytes?: number;
+  /** Longest id accepted, in UTF-8 bytes (default: no limit); longer is an `id-too-long` error. */
+  maxIdBytes?: number;
+  /**
+   * JSON Lines: most bytes read after decompression (default: no limit); past it a
+   * {@link ShardError} `too-many-bytes` is thrown. Bounds the work a small gzip bomb can cause.
+   */
+  maxDecompressedBytes?: number;
+  /** Most lines (blank ones included) or Parquet rows read (default: no limit): `too-many-lines`. */
+  maxLines?: number;
+  /**
+   * JSON Lines: keep only the head of each text, at least this many UTF-8 bytes (whole
+   * characters), for callers that look no further (scoring looks at the model's `seqLen`). A long
+   * line's text then never crosses from the parsing worker to the main thread whole.
+   * `invalidUtf8` still describes the whole line.
+   */
+  textHead?: number;
   /**
    * For a stream source: the URI it was opened from. Parquet keeps its index at the end, so it
    * cannot be parsed from a stream; given `uri`, a Parquet stream's rows are read by ranged reads
@@ -150,11 +202,14 @@ export async function peekStream(
   return { head: first, stream: rest };
 }
 
+function isGzipHead(head: Uint8Array): boolean {
+  return head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
+}
+
 function gunzipPeeked(
   { head, stream }: { head: Uint8Array; stream: ReadableStream<Uint8Array> },
 ): ReadableStream<Uint8Array> {
-  const isGzip = head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
-  return isGzip
+  return isGzipHead(head)
     ? stream.pipeThrough(
       new DecompressionStream("gzip") as TransformStream<
         Uint8Array,
@@ -174,19 +229,56 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
+/** Options for {@link splitLines}. */
+export interface SplitLinesOptions {
+  /**
+   * Called for a line over `maxLineBytes` instead of throwing: the line is then skipped, and its
+   * bytes are discarded as they arrive (never buffered), up to the next newline.
+   */
+  onTooLong?: (error: RecordError) => void;
+}
+
+const trimCr = (bytes: Uint8Array): Uint8Array =>
+  bytes.length && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
+
 /**
  * Splits a byte stream into lines (without the `\n`, and without a trailing `\r`), as bytes.
- * Yields `[lineNumber, bytes]`; throws if a line exceeds `maxLineBytes`.
+ * Yields `[lineNumber, bytes]`; a line over `maxLineBytes` throws a `line-too-long`
+ * {@link RecordError}, or is reported to `options.onTooLong` and skipped.
  */
 export async function* splitLines(
   stream: ReadableStream<Uint8Array>,
   maxLineBytes = 64 << 20,
+  options: SplitLinesOptions = {},
 ): AsyncGenerator<[number, Uint8Array]> {
+  for await (const [line, parts, length] of splitLineParts(stream, maxLineBytes, options)) {
+    yield [line, trimCr(parts.length === 1 ? parts[0] : concat(parts, length))];
+  }
+}
+
+/**
+ * {@link splitLines} without joining a line's pieces: yields `[lineNumber, parts, length]`, the
+ * line being the parts' bytes in order (a trailing `\r` included). Every part but the last is a
+ * copy the caller owns; the last may be a view of the stream's chunk. Joining a long line is left
+ * to the consumer (the worker of `line-parser.ts`: copying 60 MB holds a thread for a while).
+ */
+async function* splitLineParts(
+  stream: ReadableStream<Uint8Array>,
+  maxLineBytes: number,
+  options: SplitLinesOptions,
+): AsyncGenerator<[number, Uint8Array[], number]> {
   let carry: Uint8Array[] = [];
   let carryLength = 0;
   let line = 0;
-  const finish = (bytes: Uint8Array): Uint8Array =>
-    bytes.length && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
+  // True while the rest of an over-long line is being discarded.
+  let skipping = false;
+  const tooLong = (n: number) => {
+    const error = new RecordError(n, "line-too-long", `line longer than ${maxLineBytes} bytes`);
+    if (!options.onTooLong) throw error;
+    options.onTooLong(error);
+    carry = [];
+    carryLength = 0;
+  };
   for await (const chunk of stream) {
     let start = 0;
     for (
@@ -195,41 +287,44 @@ export async function* splitLines(
       nl = chunk.indexOf(0x0a, start)
     ) {
       line++;
-      let bytes = chunk.subarray(start, nl);
+      if (skipping) {
+        skipping = false;
+        start = nl + 1;
+        continue;
+      }
+      if (carryLength + (nl - start) > maxLineBytes) {
+        tooLong(line);
+        start = nl + 1;
+        continue;
+      }
+      const last = chunk.subarray(start, nl);
       if (carryLength) {
-        carry.push(bytes);
-        bytes = concat(carry, carryLength + bytes.length);
+        carry.push(last);
+        const parts = carry;
+        const length = carryLength + last.length;
         carry = [];
         carryLength = 0;
+        yield [line, parts, length];
+      } else {
+        yield [line, [last], last.length];
       }
-      if (bytes.length > maxLineBytes) {
-        throw new RecordError(
-          line,
-          "line-too-long",
-          `line longer than ${maxLineBytes} bytes`,
-        );
-      }
-      yield [line, finish(bytes)];
       start = nl + 1;
     }
-    if (start < chunk.length) {
+    if (start < chunk.length && !skipping) {
+      if (carryLength + chunk.length - start > maxLineBytes) {
+        tooLong(line + 1);
+        skipping = true;
+        continue;
+      }
       // Copy: the stream may reuse its buffer.
       carry.push(chunk.slice(start));
       carryLength += chunk.length - start;
-      if (carryLength > maxLineBytes) {
-        throw new RecordError(
-          line + 1,
-          "line-too-long",
-          `line longer than ${maxLineBytes} bytes`,
-        );
-      }
     }
   }
-  if (carryLength) yield [line + 1, finish(concat(carry, carryLength))];
+  if (carryLength) yield [line + 1, carry, carryLength];
 }
 
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
-const lenientDecoder = new TextDecoder("utf-8");
+const decoder = new TextDecoder("utf-8");
 
 /** Parses one JSON line into a record, or explains why it is not one. */
 export function parseRecordLine(
@@ -237,15 +332,12 @@ export function parseRecordLine(
   bytes: Uint8Array,
   idField = "id",
   textField = "text",
+  maxIdBytes = Infinity,
 ): RecordEntry {
-  let source: string;
-  let invalidUtf8 = false;
-  try {
-    source = strictDecoder.decode(bytes);
-  } catch {
-    source = lenientDecoder.decode(bytes);
-    invalidUtf8 = true;
-  }
+  // node's isUtf8 (simdutf) and a lenient decode take a third of the time of a fatal decoder on
+  // large lines, which run on the main thread (see `readRecords` on yielding).
+  const invalidUtf8 = !isUtf8(bytes);
+  const source = decoder.decode(bytes);
   let value: unknown;
   try {
     value = JSON.parse(source);
@@ -256,6 +348,17 @@ export function parseRecordLine(
       `not valid JSON (${(e as Error).message})`,
     );
   }
+  return toParsedRecord(line, value, idField, textField, invalidUtf8, maxIdBytes);
+}
+
+function toParsedRecord(
+  line: number,
+  value: unknown,
+  idField: string,
+  textField: string,
+  invalidUtf8: boolean,
+  maxIdBytes?: number,
+): RecordEntry {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new RecordError(
       line,
@@ -263,13 +366,30 @@ export function parseRecordLine(
       "expected a JSON object per line",
     );
   }
-  return toRecordEntry(line, value as Record<string, unknown>, idField, textField, invalidUtf8);
+  return toRecordEntry(
+    line,
+    value as Record<string, unknown>,
+    idField,
+    textField,
+    invalidUtf8,
+    maxIdBytes,
+  );
+}
+
+const encoder = new TextEncoder();
+
+/** UTF-8 length of `text`, without encoding it when its length alone settles `text > max`. */
+function utf8LengthOver(text: string, max: number): number | null {
+  if (text.length * 3 <= max) return null;
+  if (text.length > max) return text.length; // at least this many bytes
+  const bytes = encoder.encode(text).length;
+  return bytes > max ? bytes : null;
 }
 
 /**
  * Checks one parsed record (a JSON line's object, a Parquet row) for its id and text fields, or
  * explains why it is not a record. Ids may be strings or finite numbers (bigints from Parquet's
- * INT64 too); they are returned as strings.
+ * INT64 too); they are returned as strings, of at most `maxIdBytes` UTF-8 bytes.
  */
 export function toRecordEntry(
   line: number,
@@ -277,6 +397,7 @@ export function toRecordEntry(
   idField = "id",
   textField = "text",
   invalidUtf8 = false,
+  maxIdBytes = Infinity,
 ): RecordEntry {
   const id = record[idField];
   if (
@@ -291,6 +412,17 @@ export function toRecordEntry(
   }
   if (typeof id === "string" && id.length === 0) {
     throw new RecordError(line, "missing-id", `field "${idField}" is empty`);
+  }
+  if (typeof id === "string") {
+    const over = utf8LengthOver(id, maxIdBytes);
+    if (over !== null) {
+      throw new RecordError(
+        line,
+        "id-too-long",
+        `field "${idField}" is ${over === id.length ? "at least " : ""}${over} bytes, ` +
+          `over the ${maxIdBytes}-byte limit for ids`,
+      );
+    }
   }
   const text = record[textField];
   if (typeof text !== "string") {
@@ -349,16 +481,146 @@ export async function* readRecords(
     );
     return;
   }
-  const stream = gunzipPeeked(peeked);
-  for await (const [line, bytes] of splitLines(stream, options.maxLineBytes)) {
-    if (bytes.length === 0 || isBlank(bytes)) continue;
-    try {
-      yield parseRecordLine(line, bytes, idField, textField);
-    } catch (e) {
-      if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
-      onSkip?.(e);
+  const isGzip = isGzipHead(peeked.head);
+  // A failure of the source (the store) is told apart from one of the decompressor (the bytes).
+  let sourceFailed = false;
+  const tapped = isGzip ? tapErrors(peeked.stream, () => sourceFailed = true) : peeked.stream;
+  const stream = isGzip
+    ? tapped.pipeThrough(new DecompressionStream("gzip") as TransformStream<Uint8Array, Uint8Array>)
+    : tapped;
+  const { maxDecompressedBytes = Infinity, maxLines = Infinity } = options;
+  let bytesRead = 0;
+  const counted = stream.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        bytesRead += chunk.length;
+        if (bytesRead > maxDecompressedBytes) {
+          throw new ShardError(
+            "too-many-bytes",
+            `the shard expands to more than ${maxDecompressedBytes} bytes` +
+              (isGzip ? " after decompression" : ""),
+            maxDecompressedBytes,
+          );
+        }
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  const lines = splitLineParts(counted, options.maxLineBytes ?? 64 << 20, {
+    onTooLong: onInvalid === "skip" ? (e) => onSkip?.(e) : undefined,
+  });
+  let lastYield = performance.now();
+  let parser: LineParser | undefined;
+  try {
+    for await (const [line, parts, length] of lines) {
+      if (line > maxLines) {
+        throw new ShardError(
+          "too-many-lines",
+          `the shard has more than ${maxLines} lines`,
+          maxLines,
+        );
+      }
+      try {
+        if (length >= WORKER_LINE_BYTES) {
+          if (parts.every(isBlank)) continue;
+          parser ??= new LineParser();
+          yield await parseRecordLineInWorker(parser, line, parts, idField, textField, options);
+        } else {
+          const bytes = trimCr(parts.length === 1 ? parts[0] : concat(parts, length));
+          if (bytes.length === 0 || isBlank(bytes)) continue;
+          const entry = parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
+          if (options.textHead !== undefined) entry.text = textHeadOf(entry.text, options.textHead);
+          yield entry;
+        }
+      } catch (e) {
+        if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
+        onSkip?.(e);
+      }
+      // Many short lines parse synchronously one after another: give the event loop a turn once
+      // a while has passed, so health checks are answered.
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        lastYield = performance.now();
+      }
     }
+  } catch (e) {
+    if (isGzip && !sourceFailed && !(e instanceof RecordError) && !(e instanceof ShardError)) {
+      throw new ShardError(
+        "corrupt-gzip",
+        `the shard is not a complete gzip stream (${(e as Error).message})`,
+        undefined,
+        { cause: e },
+      );
+    }
+    throw e;
+  } finally {
+    parser?.close();
+    await lines.return(undefined);
   }
+}
+
+/**
+ * The first `bytes` UTF-16 units of `text`, and one more where the cut would split a surrogate
+ * pair: at least `bytes` UTF-8 bytes (every character is at least one), or all of a shorter text.
+ */
+export function textHeadOf(text: string, bytes: number): string {
+  if (text.length <= bytes) return text;
+  const code = text.charCodeAt(bytes - 1);
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? bytes + 1 : bytes);
+}
+
+/** Longest stretch of line parsing between two turns of the event loop. */
+const YIELD_EVERY_MS = 20;
+
+/**
+ * Lines from this length on are parsed in a worker ({@link LineParser}): parsing a line near the
+ * 64 MiB limit on the main thread would hold it for most of a second.
+ */
+export const WORKER_LINE_BYTES = 1 << 20;
+
+/** {@link parseRecordLine}, with the UTF-8 check, decoding and JSON.parse in `parser`'s worker. */
+async function parseRecordLineInWorker(
+  parser: LineParser,
+  line: number,
+  parts: Uint8Array[],
+  idField: string,
+  textField: string,
+  options: ReadRecordsOptions,
+): Promise<RecordEntry> {
+  const reply = await parser.parse(parts, { textField, textHead: options.textHead });
+  if (!reply.ok) throw new RecordError(line, "bad-json", `not valid JSON (${reply.message})`);
+  return toParsedRecord(
+    line,
+    reply.value,
+    idField,
+    textField,
+    reply.invalidUtf8,
+    options.maxIdBytes,
+  );
+}
+
+/** Passes a stream through, calling `onError` if reading it fails. */
+function tapErrors(
+  stream: ReadableStream<Uint8Array>,
+  onError: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (e) {
+        onError();
+        throw e;
+      }
+      if (result.done) controller.close();
+      else controller.enqueue(result.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
 }
 
 /**
@@ -395,10 +657,25 @@ async function* readParquetRecords(
       maxRowGroupBytes: options.maxRowGroupBytes,
       beforeRowGroup: checkSide,
     });
+    const maxLines = options.maxLines ?? Infinity;
     for await (const row of rows) {
       checkSide(); // an abort or a failed read of the stream stops mid-row-group too
+      if (row.row > maxLines) {
+        throw new ShardError(
+          "too-many-lines",
+          `the shard has more than ${maxLines} rows`,
+          maxLines,
+        );
+      }
       try {
-        yield toRecordEntry(row.row, row.values, idField, textField, row.invalidUtf8);
+        yield toRecordEntry(
+          row.row,
+          row.values,
+          idField,
+          textField,
+          row.invalidUtf8,
+          options.maxIdBytes,
+        );
       } catch (e) {
         if (!(e instanceof RecordError) || onInvalid === "fail") throw e;
         onSkip?.(e);

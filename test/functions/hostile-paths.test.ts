@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import onnxProto from "onnx-proto";
 import { createApp, type ScoringApp } from "../../functions/app.ts";
-import { SPOOL_PREFIX, startupCleanup } from "../../functions/main.ts";
+import { startupCleanup } from "../../functions/main.ts";
+import { SPOOL_PREFIX } from "../../lib/manifest.ts";
 import { encodeJsonl } from "../../lib/records.ts";
 import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import {
@@ -396,15 +397,13 @@ describe("spool files of a killed scorer", () => {
   it("the next start removes a spool file whose owner was killed", async () => {
     const spoolDir = `${dir}/spool`;
     await Deno.mkdir(spoolDir);
-    // How a spool names its file (lib/tempfiles.ts), written by a process then killed with -9.
+    // A real spool, written by a process then killed with -9.
     const script = `
-      import { tempFileName } from ${
-      JSON.stringify(new URL("../../lib/tempfiles.ts", import.meta.url).href)
+      import { ManifestSpool } from ${
+      JSON.stringify(new URL("../../lib/manifest.ts", import.meta.url).href)
     };
-      const f = await Deno.open(${JSON.stringify(spoolDir)} + "/" + tempFileName(${
-      JSON.stringify(SPOOL_PREFIX + "spool")
-    }), { write: true, createNew: true });
-      await f.write(new Uint8Array(1000));
+      const spool = await ManifestSpool.create(${JSON.stringify(spoolDir)});
+      await spool.add({ id: "a", line: 1, score: 0.5, keep: true });
       console.log("spooling");
       await new Promise(() => {});
     `;

@@ -15,9 +15,11 @@ import {
   readManifestHeader,
   readManifestHeaderIfExists,
   ScoreSummaryBuilder,
+  SPOOL_PREFIX,
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
+import { hostTag, tempFileOwner } from "../../lib/tempfiles.ts";
 import { FileStorage, MemoryStorage, NotFoundError } from "../../lib/storage.ts";
 import { createHash } from "node:crypto";
 
@@ -123,6 +125,17 @@ describe("manifest v1 format", () => {
     await spool.add({ id: "a", line: 1, score: 1, keep: true });
     await spool.dispose();
     await expect(Deno.stat(spool.path)).rejects.toThrow();
+  });
+
+  it("a spool file is named after the writing process (pid), so a sweep can find stale ones", async () => {
+    const spool = await ManifestSpool.create();
+    try {
+      const name = spool.path.split("/").pop()!;
+      expect(name.startsWith(`${SPOOL_PREFIX}.`)).toBe(true);
+      expect(tempFileOwner(name)).toEqual({ pid: Deno.pid, host: hostTag() });
+    } finally {
+      await spool.dispose();
+    }
   });
 
   it("header validation names the wrong fields", () => {

@@ -342,11 +342,7 @@ export function parseRecordLine(
   try {
     value = JSON.parse(source);
   } catch (e) {
-    throw new RecordError(
-      line,
-      "bad-json",
-      `not valid JSON (${(e as Error).message})`,
-    );
+    throw new RecordError(line, "bad-json", notValidJson((e as Error).message));
   }
   return toParsedRecord(line, value, idField, textField, invalidUtf8, maxIdBytes);
 }
@@ -578,6 +574,17 @@ const YIELD_EVERY_MS = 20;
  */
 export const WORKER_LINE_BYTES = 1 << 20;
 
+/**
+ * "not valid JSON", with JSON.parse's reason and position but none of the line's content: V8
+ * quotes the line's first bytes, and the line may come from a file the caller may not read.
+ */
+export function notValidJson(parseMessage: string): string {
+  const reason = parseMessage
+    .replace(/,\s*".*$/s, "") // V8: `Unexpected token 'S', "SECRET-CON"... is not valid JSON`
+    .replace(/token '.*?'/, "character");
+  return reason && !reason.includes('"') ? `not valid JSON (${reason})` : "not valid JSON";
+}
+
 /** {@link parseRecordLine}, with the UTF-8 check, decoding and JSON.parse in `parser`'s worker. */
 async function parseRecordLineInWorker(
   parser: LineParser,
@@ -588,7 +595,7 @@ async function parseRecordLineInWorker(
   options: ReadRecordsOptions,
 ): Promise<RecordEntry> {
   const reply = await parser.parse(parts, { textField, textHead: options.textHead });
-  if (!reply.ok) throw new RecordError(line, "bad-json", `not valid JSON (${reply.message})`);
+  if (!reply.ok) throw new RecordError(line, "bad-json", notValidJson(reply.message));
   return toParsedRecord(
     line,
     reply.value,

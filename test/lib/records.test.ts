@@ -121,3 +121,22 @@ test("an empty shard yields no records", async () => {
   expect(await Array.fromAsync(readRecords(storage, streamOf(await encodeJsonlGz([])))))
     .toEqual([]);
 });
+
+test("a line that is not JSON is reported by its reason and position, never by its content", async () => {
+  const secret = "SECRET-CONTENT of a file the caller may not read";
+  const messages: string[] = [];
+  for (const line of [secret, `{"id": ${secret}}`, '{"id": "a", "text": "cut']) {
+    const error = await Array.fromAsync(readRecords(storage, streamOf(line + "\n"))).then(
+      () => null,
+      (e: RecordError) => e,
+    );
+    expect(error).toBeInstanceOf(RecordError);
+    expect(error!.kind).toBe("bad-json");
+    messages.push(error!.message);
+  }
+  expect(messages).toEqual([
+    "line 1: not valid JSON (Unexpected character)",
+    "line 1: not valid JSON (Unexpected character)",
+    "line 1: not valid JSON (Unterminated string in JSON at position 24 (line 1 column 25))",
+  ]);
+});

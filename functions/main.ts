@@ -43,8 +43,18 @@ export const ServeEnvSchema = z.object({
   DATARATER_WORKERS: int(1),
   DATARATER_THREADS_PER_WORKER: int(1),
   DATARATER_MAX_MODELS: int(1),
+  DATARATER_MAX_ID_BYTES: int(1),
+  DATARATER_MAX_LINE_BYTES: int(1),
+  DATARATER_MAX_LINES: int(1),
+  DATARATER_MAX_DECOMPRESSED_BYTES: int(1),
+  DATARATER_MAX_EXPANSION: int(1),
   DATARATER_INFERENCE_RUNTIME: z.enum(["node", "web", "auto"]).default("auto"),
 });
+
+/** The fields that are set (an unset limit keeps its default). */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 /** App options from the environment (throws a readable error for bad values). */
 export function optionsFromEnv(
@@ -76,6 +86,13 @@ export function optionsFromEnv(
       threadsPerWorker: e.DATARATER_THREADS_PER_WORKER,
       maxModels: e.DATARATER_MAX_MODELS,
       runtime: e.DATARATER_INFERENCE_RUNTIME,
+      limits: definedOnly({
+        maxIdBytes: e.DATARATER_MAX_ID_BYTES,
+        maxLineBytes: e.DATARATER_MAX_LINE_BYTES,
+        maxLines: e.DATARATER_MAX_LINES,
+        maxDecompressedBytes: e.DATARATER_MAX_DECOMPRESSED_BYTES,
+        maxExpansion: e.DATARATER_MAX_EXPANSION,
+      }),
     },
   };
 }

@@ -20,6 +20,26 @@ describe("deno task serve configuration", () => {
     );
   });
 
+  it("reads the per-request limits; an unset one keeps its default", () => {
+    expect(optionsFromEnv({}).app.limits).toEqual({});
+    expect(
+      optionsFromEnv({
+        DATARATER_MAX_ID_BYTES: "256",
+        DATARATER_MAX_LINE_BYTES: "1048576",
+        DATARATER_MAX_LINES: "1000",
+        DATARATER_MAX_DECOMPRESSED_BYTES: "4096",
+        DATARATER_MAX_EXPANSION: "8",
+      }).app.limits,
+    ).toEqual({
+      maxIdBytes: 256,
+      maxLineBytes: 1048576,
+      maxLines: 1000,
+      maxDecompressedBytes: 4096,
+      maxExpansion: 8,
+    });
+    expect(() => optionsFromEnv({ DATARATER_MAX_ID_BYTES: "0" })).toThrow(/DATARATER_MAX_ID_BYTES/);
+  });
+
   it("the server binds the HOST it is given", async () => {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "functions/main.ts"],

@@ -37,13 +37,11 @@ import { encodeBatch } from "../lib/bytes.ts";
 import { NotFoundError, type Storage } from "../lib/storage.ts";
 import { useBackend } from "./backend.ts";
 import {
-  arraysToParams,
   CheckpointError,
   loadLatestCheckpoint,
   type MemberCheckpoint,
   optStateFromArrays,
   optStateToArrays,
-  paramsToArrays,
   saveCheckpoint,
   type TrainState,
 } from "./checkpoint.ts";
@@ -51,7 +49,7 @@ import { type Dataset, describeStats, loadDataset, recordAt, sampleBatch } from 
 import { exportRaterOnnx, sha256Hex } from "./export-onnx.ts";
 import { initLmArrays } from "./lm.ts";
 import type { MetaBatches, MetaStepSettings } from "./meta-step.ts";
-import { disposeParams, type ParamArrays, type Params } from "./nn.ts";
+import { disposeParams, type ParamArrays, type Params, toArrays, toTensors } from "./params.ts";
 import {
   applyUpdates,
   averageUpdates,
@@ -158,8 +156,8 @@ export async function train(
         );
       }
       rng.state = state.rngState;
-      eta = arraysToParams(state.eta);
-      etaEma = arraysToParams(state.etaEma);
+      eta = toTensors(state.eta);
+      etaEma = toTensors(state.etaEma);
       metaStates = state.metaOpt.map(optStateFromArrays);
       await population.load(state.members.map((m) => ({ params: m.params, opt: m.opt })));
       ages = state.members.map((m) => m.age);
@@ -169,8 +167,8 @@ export async function train(
       log(JSON.stringify({ event: "resumed", step: state.step, output: config.output }));
     } else {
       const etaArrays = initRaterArrays(config.rater, raterSeqLen(config), rng);
-      eta = arraysToParams(etaArrays);
-      etaEma = arraysToParams(etaArrays);
+      eta = toTensors(etaArrays);
+      etaEma = toTensors(etaArrays);
       metaStates = Array.from({ length: N }, () => metaOpt.init(eta));
       const learners: LearnerArrays[] = [];
       for (let i = 0; i < N; i++) learners.push(await freshLearner(config, rng));
@@ -185,8 +183,8 @@ export async function train(
         step,
         rngState: rng.state,
         configDigest: digest,
-        eta: await paramsToArrays(eta),
-        etaEma: await paramsToArrays(etaEma),
+        eta: await toArrays(eta),
+        etaEma: await toArrays(etaEma),
         metaOpt: await Promise.all(metaStates.map(optStateToArrays)),
         members: learners.map((l, i) => ({ ...l, age: ages[i], resets: resets[i] })),
         metaLoss: lastMetaLoss,
@@ -206,7 +204,7 @@ export async function train(
         }
       }
       const batches = drawBatches(config, trainSet, heldout, rng);
-      const etaArrays = await paramsToArrays(eta);
+      const etaArrays = await toArrays(eta);
       const results = await population.metaGradients(etaArrays, batches);
 
       // Each member's meta-gradient through its own meta-optimiser; the *updates* are averaged.
@@ -216,7 +214,7 @@ export async function train(
       const nextStates: OptState[] = [];
       let gradNorm = tf.scalar(0);
       tf.tidy(() => {
-        const grads = results.map((r) => arraysToParams(r.grads));
+        const grads = results.map((r) => toTensors(r.grads));
         let sq = tf.scalar(0);
         for (const t of grads.flatMap(Object.values)) sq = tf.add(sq, tf.sum(tf.square(t)));
         const averaged = averageUpdates(metaOpt).update(grads, metaStates, eta);
@@ -269,8 +267,8 @@ export async function train(
 
     const result: TrainResult = {
       step,
-      eta: await paramsToArrays(eta),
-      etaEma: await paramsToArrays(etaEma),
+      eta: await toArrays(eta),
+      etaEma: await toArrays(etaEma),
       members: (await captureState()).members,
       metrics,
     };
@@ -336,7 +334,7 @@ async function loadDatasets(
 /** A newly initialised learner with a fresh inner-optimiser state. */
 async function freshLearner(config: TrainConfig, rng: Rng): Promise<LearnerArrays> {
   const params = initLmArrays(config.inner, config.seqLen, rng);
-  const t = arraysToParams(params);
+  const t = toTensors(params);
   const opt = innerOptimizer(config.inner).init(t);
   const optArrays = await optStateToArrays(opt);
   disposeState(opt);
@@ -613,7 +611,7 @@ function scoreReferenceSample(
   const indices = trainSet.count <= 4096
     ? Array.from({ length: n }, (_, i) => i)
     : Array.from({ length: n }, () => rng.int(trainSet.count));
-  const eta = arraysToParams(params);
+  const eta = toTensors(params);
   const scores: number[] = [];
   try {
     for (let at = 0; at < n; at += 256) {

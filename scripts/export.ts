@@ -6,9 +6,9 @@
  * The config must be the run's own (its digest is checked against the checkpoint's). By default
  * it takes the newest checkpoint under the run's output prefix (`config.output`, or
  * `--output`), exports the parameter average (`etaEma`) when the run keeps one, writes
- * `<output>/rater.onnx`, `rater.onnx.sha256` and `artifacts.json` (what the trainer writes when it
- * finishes; the trainer picks final vs. averaged weights by held-out loss, this takes `--weights`),
- * and prints a JSON summary. With `--to URI` it writes only the model there (artifacts.json
+ * `<output>/rater.onnx`, `rater.onnx.sha256` and `artifacts.json` by the trainer's own export
+ * procedure (training/export.ts: the same bytes for the same weights; the trainer picks final vs.
+ * averaged weights by held-out loss, this takes `--weights`), and prints a JSON summary. With `--to URI` it writes only the model there (artifacts.json
  * describes the run's own export and is left alone). S3 settings come from the environment
  * (`S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, …).
  *
@@ -20,20 +20,11 @@
  */
 import * as yaml from "js-yaml";
 import { parseArgs } from "node:util";
-import {
-  joinUri,
-  parseTrainConfig,
-  raterSeqLen,
-  RUN_LAYOUT,
-  type TrainerArtifacts,
-  TrainerArtifactsSchema,
-} from "../lib/config.ts";
+import { configDigest, joinUri, parseTrainConfig, raterSeqLen, RUN_LAYOUT } from "../lib/config.ts";
 import { storageFromEnv } from "../lib/storage.ts";
 import { decodeCheckpoint, listCheckpoints } from "../training/checkpoint.ts";
-import { describeStats, loadDataset, recordAt } from "../training/data.ts";
-import { exportCalibratedRater } from "../training/export-onnx.ts";
-import { Rng } from "../training/rng.ts";
-import { configDigest } from "../training/trainer.ts";
+import { describeStats, loadDataset } from "../training/data.ts";
+import { exportRater, REFERENCE_SIZE } from "../training/export.ts";
 
 const USAGE = "usage: deno task export --config FILE [--output URI] [--checkpoint URI] " +
   "[--weights ema|current] [--reference N] [--to URI]";
@@ -49,7 +40,7 @@ async function main() {
       output: { type: "string" },
       checkpoint: { type: "string" },
       weights: { type: "string" },
-      reference: { type: "string", default: "4096" },
+      reference: { type: "string", default: String(REFERENCE_SIZE) },
       to: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -95,8 +86,6 @@ async function main() {
   const weights = values.weights ?? (config.meta.paramEma > 0 ? "ema" : "current");
   const params = weights === "ema" ? state.etaEma : state.eta;
 
-  // Calibrate on a seeded sample of the training distribution (without replacement; 4096 records
-  // by default, as the trainer does), scored by the exported graph itself.
   const train = await loadDataset(storage, config.data.train, {
     seqLen: raterSeqLen(config),
     name: "train",
@@ -104,46 +93,21 @@ async function main() {
     textField: config.data.textField,
   });
   console.error(`calibration data: ${describeStats(train.stats)}`);
-  const order = Array.from({ length: train.count }, (_, i) => i);
-  const rng = new Rng(config.seed);
-  const n = Math.min(referenceSize, train.count);
-  for (let i = 0; i < n; i++) {
-    const j = i + rng.int(train.count - i);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  const reference = order.slice(0, n).map((i) => recordAt(train, i));
-
-  const exported = await exportCalibratedRater({
+  // The trainer's own export procedure (training/export.ts), so a checkpoint exported here gives
+  // the bytes the trainer writes at the end of the run for the same weights.
+  const exported = await exportRater(storage, {
+    config,
     params,
-    rater: config.rater,
-    seqLen: raterSeqLen(config),
-    configDigest: state.configDigest,
-    reference,
+    train,
+    referenceSize,
+    output,
+    to: values.to,
   });
-  const target = values.to ?? joinUri(output, RUN_LAYOUT.onnx);
-  await storage.write(target, exported.model, { contentType: "application/octet-stream" });
-  if (!values.to) {
-    // Same files as the trainer's own export: the digest beside the model, then artifacts.json.
-    await storage.write(`${target}.sha256`, `${exported.sha256}  ${RUN_LAYOUT.onnx}\n`, {
-      contentType: "text/plain",
-    });
-    const artifacts: TrainerArtifacts = TrainerArtifactsSchema.parse({
-      onnx: target,
-      sha256: exported.sha256,
-      calibration: exported.calibration,
-      finishedAt: new Date().toISOString(),
-    });
-    await storage.write(
-      joinUri(output, RUN_LAYOUT.artifacts),
-      JSON.stringify(artifacts, null, 2) + "\n",
-      { contentType: "application/json" },
-    );
-  }
   const q = exported.calibration.quantiles;
   console.log(JSON.stringify({
-    onnx: target,
+    onnx: exported.uri,
     sha256: exported.sha256,
-    bytes: exported.model.length,
+    bytes: exported.bytes,
     checkpoint: checkpointUri,
     step: state.step,
     weights,

@@ -16,11 +16,7 @@
  */
 import { joinUri, RUN_LAYOUT } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
-import {
-  type ParamArrays,
-  toArrays as paramsToArrays,
-  toTensors as arraysToParams,
-} from "./params.ts";
+import { type ParamArrays, toArrays, toTensors } from "./params.ts";
 import type { OptState } from "./optim.ts";
 
 /** An optimiser state outside any backend (same layout as {@link OptState}). */
@@ -62,16 +58,13 @@ export class CheckpointError extends Error {
 
 const MAGIC = "DRCKPT1";
 
-// The params<->arrays conversion is training/params.ts's; these names stay for the trainer.
-export { arraysToParams, paramsToArrays };
-
 /** Downloads an optimiser state. */
 export async function optStateToArrays(state: OptState): Promise<OptStateArrays> {
   const out: OptStateArrays = [];
   for (const s of state) {
     const slots: Record<string, ParamArrays> = {};
     for (const [slot, params] of Object.entries(s.slots)) {
-      slots[slot] = await paramsToArrays(params);
+      slots[slot] = await toArrays(params);
     }
     out.push({ count: s.count, slots });
   }
@@ -83,7 +76,7 @@ export function optStateFromArrays(state: OptStateArrays): OptState {
   return state.map((s) => ({
     count: s.count,
     slots: Object.fromEntries(
-      Object.entries(s.slots).map(([slot, arrays]) => [slot, arraysToParams(arrays)]),
+      Object.entries(s.slots).map(([slot, arrays]) => [slot, toTensors(arrays)]),
     ),
   }));
 }

@@ -11,16 +11,10 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Params } from "./params.ts";
 
-// Parameter maps and their conversions live in training/params.ts; re-exported because the
-// trainer, the evaluation harness and the tests import them from here.
-export {
-  disposeParams,
-  initArrays,
-  type ParamArrays,
-  type Params,
-  toArrays,
-  toTensors,
-} from "./params.ts";
+// Parameter maps live in training/params.ts; these names are re-exported because the evaluation
+// harness and some tests import them from here. The tensor<->array conversion is imported from
+// params.ts only.
+export { disposeParams, initArrays, type ParamArrays, type Params } from "./params.ts";
 
 export const LN_EPS = 1e-5;
 /** Additive attention bias for masked keys: large enough to zero a softmax, finite for gradients. */

@@ -23,7 +23,7 @@ import { InnerConfigSchema, RaterConfigSchema } from "../../lib/config.ts";
 import { type BackendName, useBackend } from "../../training/backend.ts";
 import { initLmArrays } from "../../training/lm.ts";
 import { metaGradient } from "../../training/meta-step.ts";
-import { disposeParams, type ParamArrays, toArrays, toTensors } from "../../training/nn.ts";
+import { disposeParams, type ParamArrays, toArrays, toTensors } from "../../training/params.ts";
 import { innerOptimizer } from "../../training/optim.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";

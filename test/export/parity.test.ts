@@ -10,7 +10,7 @@ import { encodeBatch } from "../../lib/bytes.ts";
 import type { RaterConfig } from "../../lib/config.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { useBackend } from "../../training/backend.ts";
-import { disposeParams, toTensors } from "../../training/nn.ts";
+import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
 import { randomRaterParams, raterConfig, someCalibration, variedRecords } from "./fixtures.ts";
 

@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { useBackend } from "../../training/backend.ts";
-import { disposeParams, toTensors } from "../../training/nn.ts";
+import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
 import { randomRaterParams, raterConfig, someCalibration, variedRecords } from "./fixtures.ts";
 

@@ -15,7 +15,7 @@ import { train } from "../../training/trainer.ts";
 import { join } from "node:path";
 import { initLmArrays } from "../../training/lm.ts";
 import { type MetaBatches, metaGradient } from "../../training/meta-step.ts";
-import { disposeParams, toTensors } from "../../training/nn.ts";
+import { disposeParams, toTensors } from "../../training/params.ts";
 import { innerOptimizer } from "../../training/optim.ts";
 import { initRaterArrays, raterScores } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";

@@ -14,7 +14,7 @@ import {
   type MetaBatches,
   metaGradient,
 } from "../../training/meta-step.ts";
-import { disposeParams, type Params, toTensors } from "../../training/nn.ts";
+import { disposeParams, type Params, toTensors } from "../../training/params.ts";
 import { innerOptimizer } from "../../training/optim.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";

@@ -6,9 +6,8 @@
 import { expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import { parseTrainConfig } from "../../lib/config.ts";
-import { arraysToParams } from "../../training/checkpoint.ts";
 import { datasetFromTexts } from "../../training/data.ts";
-import { disposeParams } from "../../training/nn.ts";
+import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
 import { train } from "../../training/trainer.ts";
 import { rocAuc, spearman, toyCorpus } from "./toy.ts";
@@ -53,7 +52,7 @@ it("learns to score noisier records lower (AUC ≥ 0.9, Spearman ≤ −0.8 on u
 
   // Fresh records from another seed: the rater generalises, it did not memorise.
   const test = toyCorpus(99, 500, 0, seqLen).train;
-  const eta = arraysToParams(result.etaEma);
+  const eta = toTensors(result.etaEma);
   const t = raterScores(eta, config.rater, encodeBatch(test.map((r) => r.text), seqLen));
   const scores = Array.from(await t.data());
   t.dispose();

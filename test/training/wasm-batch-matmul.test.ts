@@ -7,7 +7,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BackendName, useBackend } from "../../training/backend.ts";
-import { blockShapes, initArrays, MASK_BIAS, selfAttention, toTensors } from "../../training/nn.ts";
+import { blockShapes, initArrays, MASK_BIAS, selfAttention } from "../../training/nn.ts";
+import { toTensors } from "../../training/params.ts";
 import { Rng } from "../../training/rng.ts";
 
 interface Case {

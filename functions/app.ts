@@ -24,6 +24,7 @@ import { formatUri, parseUri, type Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
+import { resolveRequestedFormats, writeRequestedFormats } from "./formats.ts";
 import { ModelCache } from "./models.ts";
 import { type ScoreRequest, ScoreRequestSchema, scoreShard } from "./score.ts";
 
@@ -248,6 +249,10 @@ export function createApp(options: AppOptions): ScoringApp {
       checkAllowed("model", req.model);
       checkAllowed("input", req.input);
       checkAllowed("output", req.output);
+      // Extra manifest formats are outputs too: the same normalising and allowed roots.
+      if (req.formats) {
+        req.formats = resolveRequestedFormats(req.formats, req.input, normaliseUri, checkAllowed);
+      }
       for (const field of ["input", "output"] as const) {
         if (req[field].endsWith("/")) {
           throw new ApiError(
@@ -292,6 +297,12 @@ export function createApp(options: AppOptions): ScoringApp {
           if (inFlight.get(req.output) === run) inFlight.delete(req.output);
         });
         const result = await raceAbort(run, controller.signal);
+        if (req.formats) {
+          result.formats = await raceAbort(
+            writeRequestedFormats(storage, result.manifest, req.formats),
+            controller.signal,
+          );
+        }
         metrics.shards.inc({ result: result.cached ? "cached" : "created" });
         if (!result.cached) metrics.shardSeconds.observe((performance.now() - started) / 1000);
         return c.json(result, result.cached ? 200 : 201);

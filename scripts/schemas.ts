@@ -1,10 +1,11 @@
 /**
- * `deno run -A scripts/schemas.ts`: regenerates the manifest v1 JSON Schemas in schemas/ from the
- * zod schemas in lib/manifest.ts (the code is the source of truth; test/lib/manifest-formats.test.ts
- * fails when the committed files drift from it).
+ * `deno run -A scripts/schemas.ts`: regenerates the manifest v1 and run summary JSON Schemas in
+ * schemas/ from the zod schemas in lib/manifest.ts and lib/run-summary.ts (the code is the
+ * source of truth; test/lib/manifest-formats.test.ts fails when the committed files drift).
  */
 import { z } from "zod";
 import { ManifestEntrySchema, ManifestHeaderSchema } from "../lib/manifest.ts";
+import { RunSummarySchema } from "../lib/run-summary.ts";
 
 /** The JSON Schemas generated from code, by file name under schemas/. */
 export function generatedSchemas(): Record<string, unknown> {
@@ -23,6 +24,11 @@ export function generatedSchemas(): Record<string, unknown> {
       ManifestEntrySchema,
       "https://datarater.dev/schemas/manifest-v1.entry.schema.json",
       "DataRater manifest v1: entry (lines 2..)",
+    ),
+    "run-summary.schema.json": gen(
+      RunSummarySchema,
+      "https://datarater.dev/schemas/run-summary.schema.json",
+      "DataRater run summary (_summary.json beside the manifests)",
     ),
   };
 }

@@ -25,10 +25,11 @@
  * console.log(summary.kept, "records kept");
  * ```
  */
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { type ColumnSource, fileWriter, ParquetWriter } from "hyparquet-writer";
 import { parquetMetadataAsync, type SchemaElement } from "hyparquet";
 import {
-  hashingStream,
   type ManifestEntry,
   ManifestError,
   type ManifestHeader,
@@ -42,9 +43,8 @@ import {
   readRecords,
   type RecordEntry,
   RecordError,
-  splitLines,
 } from "./records.ts";
-import { NotFoundError, PreconditionFailedError, type Storage } from "./storage.ts";
+import { NotFoundError, parseUri, PreconditionFailedError, type Storage } from "./storage.ts";
 
 /** Suffix of manifest v1 objects under a manifests prefix. */
 export const MANIFEST_SUFFIX = ".manifest.jsonl";
@@ -96,63 +96,141 @@ export class MaterializeError extends ManifestError {
 }
 
 /**
- * A spool file written through an optional gzip stage; the bytes are uploaded once complete.
- * Writes are batched into ~256 KiB chunks: one stream write per line would cost more than the copy.
+ * Where one output's lines go: through an optional gzip stage, in ~256 KiB writes (one stream
+ * write per line would cost more than the copy), and made visible only by {@link commit}.
+ *
+ * - `direct` (local files): streamed into `storage.write` create-only; FileStorage writes a hidden
+ *   temporary file beside the target and links it into place only when the stream closes, so the
+ *   stream itself is the spool, and {@link abort} makes the write fail and remove it.
+ * - `spool` (S3 and other stores): a local temporary file, uploaded create-only with its length
+ *   (one streaming PUT) once complete: S3 needs the length up front to stream.
+ * - `discard`: the output exists already (or was not asked for); lines are only counted.
  */
-class Spool {
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #piped: Promise<void>;
+class LineSink {
+  #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #done: Promise<void> = Promise.resolve();
+  #error: unknown = null;
   #batch: Uint8Array[] = [];
   #batchBytes = 0;
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #path: string | null = null;
   count = 0;
+  bytes = 0;
 
-  private constructor(readonly path: string, file: Deno.FsFile, gzip: boolean) {
+  private constructor(
+    readonly mode: "direct" | "spool" | "discard",
+    readonly storage: Storage,
+    readonly uri: string,
+  ) {}
+
+  static async open(
+    storage: Storage,
+    uri: string,
+    wanted: boolean,
+    gzip: boolean,
+    tmpDir?: string,
+  ): Promise<LineSink> {
+    if (!wanted) return new LineSink("discard", storage, uri);
+    const direct = parseUri(uri).scheme === "file";
+    const sink = new LineSink(direct ? "direct" : "spool", storage, uri);
     const stage = gzip
       ? new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>
       : new TransformStream<Uint8Array, Uint8Array>();
-    this.#piped = stage.readable.pipeTo(file.writable);
-    this.#writer = stage.writable.getWriter();
+    const counted = stage.readable.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          sink.bytes += chunk.length;
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    if (direct) {
+      sink.#done = storage.write(uri, counted, { ifNoneMatch: "*" }).then(() => {}, (e) => {
+        sink.#error = e;
+      });
+    } else {
+      sink.#path = await Deno.makeTempFile({ dir: tmpDir, prefix: "datarater-materialize-" });
+      const file = await Deno.open(sink.#path, { write: true });
+      sink.#done = counted.pipeTo(file.writable).catch((e) => {
+        sink.#error = e;
+      });
+    }
+    sink.#writer = stage.writable.getWriter();
+    return sink;
   }
 
-  static async create(gzip: boolean, dir?: string): Promise<Spool> {
-    const path = await Deno.makeTempFile({ dir, prefix: "datarater-materialize-" });
-    return new Spool(path, await Deno.open(path, { write: true }), gzip);
-  }
-
-  async line(bytes: Uint8Array): Promise<void> {
+  /** Adds a line (without its newline); held by reference until {@link settle}. */
+  push(bytes: Uint8Array): void {
     this.count++;
+    if (!this.#writer) return;
     this.#batch.push(bytes, NEWLINE);
     this.#batchBytes += bytes.length + 1;
-    if (this.#batchBytes >= 256 * 1024) await this.#flush();
+  }
+
+  /**
+   * Copies the lines pushed since the last call into one buffer (so the input chunk they point
+   * into can go), and writes once ~256 KiB are pending.
+   */
+  async settle(): Promise<void> {
+    if (this.#batch.length) {
+      this.#pending.push(concatBytes(this.#batch, this.#batchBytes));
+      this.#pendingBytes += this.#batchBytes;
+      this.#batch = [];
+      this.#batchBytes = 0;
+    }
+    if (this.#pendingBytes >= 256 * 1024) await this.#flush();
   }
 
   async #flush(): Promise<void> {
-    if (!this.#batch.length) return;
-    const out = new Uint8Array(this.#batchBytes);
-    let o = 0;
-    for (const b of this.#batch) {
-      out.set(b, o);
-      o += b.length;
-    }
-    this.#batch = [];
-    this.#batchBytes = 0;
+    if (!this.#pending.length || !this.#writer) return;
+    const out = this.#pending.length === 1
+      ? this.#pending[0]
+      : concatBytes(this.#pending, this.#pendingBytes);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     await this.#writer.ready;
     await this.#writer.write(out);
   }
 
-  async close(): Promise<void> {
+  /** Makes the output visible (create-only); an existing object (a concurrent run's) stands. */
+  async commit(): Promise<void> {
+    if (!this.#writer) return;
+    await this.settle();
     await this.#flush();
     await this.#writer.close();
-    await this.#piped;
+    await this.#done;
+    if (this.#error) {
+      if (this.#error instanceof PreconditionFailedError) return;
+      throw this.#error;
+    }
+    if (this.#path) {
+      const size = (await Deno.stat(this.#path)).size;
+      const file = await Deno.open(this.#path, { read: true });
+      try {
+        await this.storage.write(this.uri, file.readable, {
+          ifNoneMatch: "*",
+          contentLength: size,
+        });
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError)) throw e;
+      }
+    }
   }
 
-  async abort(): Promise<void> {
-    await this.#writer.abort().catch(() => {});
-    await this.#piped.catch(() => {});
+  /** Abandons the output: nothing becomes visible. */
+  async abort(reason: unknown): Promise<void> {
+    await this.#writer?.abort(reason).catch(() => {});
+    await this.#done;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.#path) await Deno.remove(this.#path).catch(() => {});
   }
 }
 
 const NEWLINE = new Uint8Array([0x0a]);
+const encoder = new TextEncoder();
 
 /** Output objects that do not exist yet: `[uri, which]`. */
 async function missingTargets(
@@ -217,19 +295,22 @@ export async function materializeShard(
     );
   }
   const byEtag = info.etag != null && info.etag === header.input.etag;
-  const raw = await storage.read(shard);
-  const hashed = byEtag ? null : hashingStream(raw);
+  // One pass-through stage hashes (unless the ETag vouches for the bytes) and counts: every extra
+  // stream stage costs measurably against a plain copy.
+  const hash = byEtag ? null : createHash("sha256");
+  let digest: string | null = null;
   let read = 0;
-  const counted = (hashed?.stream ?? raw).pipeThrough(
+  const tapped = (await storage.read(shard)).pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
+        hash?.update(chunk);
         read += chunk.length;
         options.onBytes?.(read);
         controller.enqueue(chunk);
       },
     }),
   );
-  const peeked = await peekStream(counted, 4);
+  const peeked = await peekStream(tapped, 4);
   const isParquet = startsWithParquetMagic(peeked.head);
   const isGzip = peeked.head[0] === 0x1f && peeked.head[1] === 0x8b;
   const format: MaterializeFormat = isParquet ? "parquet" : "jsonl";
@@ -243,14 +324,20 @@ export async function materializeShard(
     );
   }
   const result: MaterializedShard = { ...base, result: "created", format, gzip: isGzip };
-  const spools: Spool[] = [];
+  const verify = () => {
+    if (!hash) return;
+    digest ??= hash.digest("hex");
+    if (digest !== header.input.sha256) {
+      throw mismatch(`sha256 ${digest} differs from the manifest's ${header.input.sha256}`);
+    }
+  };
+  const sinks: LineSink[] = [];
   const tmpPaths: string[] = [];
   try {
-    let keptPath: string;
-    let droppedPath: string | null = null;
     if (isParquet) {
-      keptPath = await Deno.makeTempFile({ dir: options.tmpDir, prefix: "datarater-mat-" });
+      const keptPath = await Deno.makeTempFile({ dir: options.tmpDir, prefix: "datarater-mat-" });
       tmpPaths.push(keptPath);
+      let droppedPath: string | null = null;
       if (options.dropped) {
         droppedPath = await Deno.makeTempFile({ dir: options.tmpDir, prefix: "datarater-mat-" });
         tmpPaths.push(droppedPath);
@@ -267,54 +354,54 @@ export async function materializeShard(
       );
       result.kept = counts.kept;
       result.droppedRecords = counts.dropped;
-    } else {
-      const kept = await Spool.create(isGzip, options.tmpDir);
-      spools.push(kept);
-      tmpPaths.push(kept.path);
-      keptPath = kept.path;
-      let dropped: Spool | null = null;
-      if (options.dropped) {
-        dropped = await Spool.create(isGzip, options.tmpDir);
-        spools.push(dropped);
-        tmpPaths.push(dropped.path);
-        droppedPath = dropped.path;
+      verify();
+      // Verified: only now does anything become visible under the output.
+      const uploads: [string, string][] = [];
+      if (targets.kept) uploads.push([keptPath, options.output]);
+      if (targets.dropped && droppedPath && options.dropped) {
+        uploads.push([droppedPath, options.dropped]);
       }
+      for (const [path, uri] of uploads) {
+        const size = (await Deno.stat(path)).size;
+        const file = await Deno.open(path, { read: true });
+        try {
+          await storage.write(uri, file.readable, { ifNoneMatch: "*", contentLength: size });
+        } catch (e) {
+          // Written meanwhile by another run: create-only means theirs stands.
+          if (!(e instanceof PreconditionFailedError)) throw e;
+        }
+        result.bytesWritten += size;
+      }
+    } else {
+      const kept = await LineSink.open(
+        storage,
+        options.output,
+        targets.kept,
+        isGzip,
+        options.tmpDir,
+      );
+      sinks.push(kept);
+      const dropped = options.dropped
+        ? await LineSink.open(storage, options.dropped, targets.dropped, isGzip, options.tmpDir)
+        : null;
+      if (dropped) sinks.push(dropped);
       const stream = isGzip
         ? peeked.stream.pipeThrough(
           new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>,
         )
         : peeked.stream;
       await joinJsonl(header, entries, stream, kept, dropped, mismatch);
-      for (const s of spools) await s.close();
+      verify();
+      // Verified: only now does anything become visible under the output.
+      for (const sink of sinks) await sink.commit();
       result.kept = kept.count;
       result.droppedRecords = dropped?.count ?? 0;
+      result.bytesWritten = sinks.reduce((n, x) => n + x.bytes, 0);
     }
     result.bytesRead = read;
-    if (hashed && hashed.digest() !== header.input.sha256) {
-      throw mismatch(
-        `sha256 ${hashed.digest()} differs from the manifest's ${header.input.sha256}`,
-      );
-    }
-    // Verified: only now does anything become visible under the output.
-    const uploads: [string, string][] = [];
-    if (targets.kept) uploads.push([keptPath, options.output]);
-    if (targets.dropped && droppedPath && options.dropped) {
-      uploads.push([droppedPath, options.dropped]);
-    }
-    for (const [path, uri] of uploads) {
-      const size = (await Deno.stat(path)).size;
-      const file = await Deno.open(path, { read: true });
-      try {
-        await storage.write(uri, file.readable, { ifNoneMatch: "*", contentLength: size });
-      } catch (e) {
-        // Written meanwhile by another run: create-only means theirs stands.
-        if (!(e instanceof PreconditionFailedError)) throw e;
-      }
-      result.bytesWritten += size;
-    }
     return result;
   } catch (e) {
-    for (const s of spools) await s.abort();
+    for (const sink of sinks) await sink.abort(e);
     await peeked.stream.cancel().catch(() => {});
     await entries.return(undefined).catch(() => {});
     if (e instanceof RecordError) {
@@ -322,47 +409,110 @@ export async function materializeShard(
     }
     throw e;
   } finally {
+    for (const sink of sinks) await sink.dispose();
     for (const p of tmpPaths) await Deno.remove(p).catch(() => {});
   }
 }
 
-/** The manifest's entries matched to the shard's lines: calls `onLine` for each entry's line. */
+/**
+ * Matches the manifest's entries to the shard's lines and routes each entry's line to the kept or
+ * dropped sink. Lines are found chunk by chunk in a synchronous loop (an async step per line
+ * costs more than copying the line), and entries are pulled ahead in blocks.
+ */
 async function joinJsonl(
   header: ManifestHeader,
   entries: AsyncGenerator<ManifestEntry>,
   stream: ReadableStream<Uint8Array>,
-  kept: Spool,
-  dropped: Spool | null,
+  kept: LineSink,
+  dropped: LineSink | null,
   mismatch: (why: string) => Error,
 ): Promise<void> {
-  const lines = splitLines(stream);
-  try {
-    for await (const entry of entries) {
-      let bytes: Uint8Array | undefined;
-      // Lines without an entry were skipped by the scorer (blank, invalid or duplicate).
-      for (;;) {
-        const next = await lines.next();
-        if (next.done) throw mismatch(`the shard ends before line ${entry.line}`);
-        const [line, b] = next.value;
-        if (line < entry.line) continue;
-        bytes = b;
+  const idKey = JSON.stringify(header.fields.id) + ":";
+  let block: ManifestEntry[] = [];
+  let cursor = 0;
+  let entriesDone = false;
+  const refill = async () => {
+    block = [];
+    cursor = 0;
+    while (block.length < 4096) {
+      const n = await entries.next();
+      if (n.done) {
+        entriesDone = true;
         break;
       }
-      const record = parseRecordLine(entry.line, bytes, header.fields.id, header.fields.text);
+      block.push(n.value);
+    }
+  };
+  await refill();
+  let line = 0;
+  let carry: Uint8Array[] = [];
+  let carryLength = 0;
+  // Returns false once the manifest has no more entries (the rest of the shard is only read).
+  const onLine = (bytes: Uint8Array): boolean => {
+    line++;
+    const entry = block[cursor];
+    if (!entry || entry.line !== line) return true; // a line the scorer skipped
+    if (bytes.length && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);
+    // Most lines hold `"<idField>":<the id as JSON>` verbatim: finding it is a cheap id check.
+    // Any other spelling (spaces, escapes, numeric ids) falls back to parsing the line. The
+    // bytes themselves are vouched for by the ETag or sha256 check.
+    const needle = encoder.encode(idKey + JSON.stringify(entry.id));
+    if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(needle) < 0) {
+      const record = parseRecordLine(line, bytes, header.fields.id, header.fields.text);
       if (record.id !== entry.id) {
         throw mismatch(
           `entry for id ${JSON.stringify(entry.id)} at line ${entry.line}, shard has id ` +
             `${JSON.stringify(record.id)} there`,
         );
       }
-      if (entry.keep) await kept.line(bytes);
-      else if (dropped) await dropped.line(bytes);
     }
-    // Drain: the hash needs every byte, and a shard longer than the manifest is still its shard.
-    for await (const _ of lines) { /* read to the end */ }
-  } finally {
-    await lines.return(undefined);
+    if (entry.keep) kept.push(bytes);
+    else dropped?.push(bytes);
+    cursor++;
+    return true;
+  };
+  for await (const chunk of stream) {
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+      let bytes = chunk.subarray(start, nl);
+      if (carryLength) {
+        carry.push(bytes);
+        bytes = concatBytes(carry, carryLength + bytes.length);
+        carry = [];
+        carryLength = 0;
+      }
+      onLine(bytes);
+      start = nl + 1;
+      if (cursor >= block.length && !entriesDone) {
+        // Sinks copy what they hold before the chunk is let go (see LineSink.push).
+        await kept.settle();
+        await dropped?.settle();
+        await refill();
+      }
+    }
+    if (start < chunk.length) {
+      carry.push(chunk.slice(start));
+      carryLength += chunk.length - start;
+    }
+    await kept.settle();
+    await dropped?.settle();
   }
+  if (carryLength) onLine(concatBytes(carry, carryLength));
+  if (cursor < block.length) throw mismatch(`the shard ends before line ${block[cursor].line}`);
+  if (!entriesDone) {
+    const n = await entries.next();
+    if (!n.done) throw mismatch(`the shard ends before line ${n.value.line}`);
+  }
+}
+
+function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }
 
 /** Rows per output row group when the input's are larger (bounds the rows held). */

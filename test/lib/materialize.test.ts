@@ -17,6 +17,7 @@ import {
 import { materialize, materializeShard } from "../../lib/materialize.ts";
 import { rangedFile } from "../../lib/parquet.ts";
 import { encodeJsonlGz, gzip, readRecords } from "../../lib/records.ts";
+import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { createStorage, type UriStorage } from "../../lib/storage.ts";
 import { recordsParquet } from "./parquet-fixtures.ts";
 import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
@@ -25,6 +26,7 @@ let tmp: string;
 let app: ScoringApp;
 let storage: UriStorage;
 let modelUri: string;
+let s3: S3Server;
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -80,7 +82,8 @@ let parquetRecords: { id: string; text: string; lang: string }[];
 
 beforeAll(async () => {
   tmp = await Deno.makeTempDir({ prefix: "materialize-" });
-  storage = createStorage();
+  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["out"] });
+  storage = createStorage({ s3: s3.settings });
   const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
   modelUri = `file://${tmp}/rater.onnx`;
   await storage.write(modelUri, model.bytes);
@@ -101,6 +104,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app?.close();
   storage?.close();
+  await s3?.stop();
   await Deno.remove(tmp, { recursive: true });
 });
 
@@ -161,6 +165,37 @@ describe("materialize", () => {
     });
     expect(again.skipped).toBe(3);
     expect(again.bytesRead).toBe(0);
+  });
+
+  it("to S3 (spooled, then one create-only PUT): the same objects as on local files", async () => {
+    const summary = await materialize(storage, {
+      manifests: `file://${tmp}/m/`,
+      output: "s3://out/kept/",
+      dropped: "s3://out/dropped/",
+    });
+    expect(summary.created).toBe(3);
+    for (const name of ["a/plain.jsonl", "b.jsonl.gz", "c.parquet"]) {
+      expect(await storage.readBytes(`s3://out/kept/${name}`)).toEqual(
+        await storage.readBytes(`file://${tmp}/out/${name}`),
+      );
+    }
+    expect(await storage.readText("s3://out/dropped/a/plain.jsonl")).toBe(
+      await expectedLines(`file://${tmp}/m/a/plain.manifest.jsonl`, plainText, false),
+    );
+    // A shard whose bytes changed: nothing reaches S3.
+    await storage.write(`file://${tmp}/s3case/shard.jsonl`, plainText);
+    const lines = (await storage.readText(`file://${tmp}/m/a/plain.manifest.jsonl`)).split("\n");
+    const h = JSON.parse(lines[0]);
+    h.input.uri = `file://${tmp}/s3case/shard.jsonl`;
+    lines[0] = JSON.stringify(h);
+    await storage.write(`file://${tmp}/s3case/m.manifest.jsonl`, lines.join("\n"));
+    await storage.write(`file://${tmp}/s3case/shard.jsonl`, plainText.replace("naïve", "naïvf"));
+    await expect(materializeShard(storage, {
+      manifest: `file://${tmp}/s3case/m.manifest.jsonl`,
+      output: "s3://out/bad/kept.jsonl",
+      dropped: "s3://out/bad/dropped.jsonl",
+    })).rejects.toThrow(/sha256 [0-9a-f]{64} differs from the manifest's/);
+    expect(await listed("s3://out/bad/")).toEqual([]);
   });
 
   it("refuses a format other than the input's", async () => {

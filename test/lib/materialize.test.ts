@@ -260,6 +260,27 @@ describe("materialize: bad input leaves nothing under the output", () => {
     expect(await listed(`file://${tmp}/bad-truncated/out/`)).toEqual([]);
   });
 
+  it("a truncated Parquet shard: a mismatch naming both, nothing written", async () => {
+    const shard = `file://${tmp}/bad-parquet/shard.parquet`;
+    const bytes = await storage.readBytes(`file://${tmp}/shards/c.parquet`);
+    const lines = (await storage.readText(`file://${tmp}/m/c.manifest.jsonl`)).split("\n");
+    const h = JSON.parse(lines[0]);
+    h.input.uri = shard;
+    lines[0] = JSON.stringify(h);
+    const manifest = `file://${tmp}/bad-parquet/shard.manifest.jsonl`;
+    await storage.write(manifest, lines.join("\n"));
+    await storage.write(shard, bytes.subarray(0, bytes.length - 100));
+    const err = await materializeShard(storage, {
+      manifest,
+      output: `file://${tmp}/bad-parquet/out/kept.parquet`,
+      dropped: `file://${tmp}/bad-parquet/out/dropped.parquet`,
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(ManifestMismatchError);
+    expect(err.message).toContain(manifest);
+    expect(err.message).toContain(shard);
+    expect(await listed(`file://${tmp}/bad-parquet/out/`)).toEqual([]);
+  });
+
   it("a manifest with a missing line: a ManifestError, nothing written", async () => {
     const { manifest } = await copyCase("bad-missing", (l) => [...l.slice(0, 5), ...l.slice(6)]);
     const err = await run(manifest, "bad-missing").catch((e) => e);

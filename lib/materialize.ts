@@ -5,15 +5,17 @@
  *
  * - JSON Lines (gzip or not): the kept lines are copied byte for byte (the line's bytes without its
  *   `\n`, and without a trailing `\r`, as `records.ts` splits them), gzip-compressed again when the
- *   input was gzip. Each line is still parsed, to check its id against the manifest entry.
+ *   input was gzip. Each entry's id is checked against its line (found verbatim, else by parsing).
  * - Parquet: the kept rows are written with hyparquet-writer under the input's own schema and
  *   key-value metadata, one output row group per input row group at most.
  *
  * The shard must be the one the manifest was written for: its size is checked first (a truncated
  * shard fails before anything is read), then its ETag, else the sha256 of its bytes as they stream
- * (a mismatch fails at the end). Every output goes to a local spool file first and is uploaded
- * create-only (`ifNoneMatch: "*"`) only after the whole shard joined and verified, so an error
- * leaves nothing under the output; memory stays bounded by one line (one row group for Parquet).
+ * (a mismatch fails at the end). An output becomes visible, create-only (`ifNoneMatch: "*"`), only
+ * after the whole shard joined and verified: S3 outputs are spooled to a local file and then put in
+ * one streaming PUT, local outputs stream into FileStorage's hidden temporary file that is linked
+ * into place at the end (see `LineSink`), so an error leaves nothing under the output. Memory stays
+ * bounded by one input chunk of lines (one row group for Parquet).
  *
  * @example
  * ```ts

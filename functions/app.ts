@@ -30,6 +30,7 @@ import { ApiError } from "./errors.ts";
 import { AllowedRoots } from "./roots.ts";
 import { InferencePool, type InferenceRuntime } from "./inference.ts";
 import { ScoringMetrics } from "./metrics.ts";
+import { resolveRequestedFormats, writeRequestedFormats } from "./formats.ts";
 import { ModelCache } from "./models.ts";
 import {
   type ScoreLimits,
@@ -356,6 +357,15 @@ export function createApp(options: AppOptions) {
       await checkAllowed("model", req.model);
       await checkAllowed("input", req.input);
       await checkAllowed("output", req.output);
+      // Extra manifest formats are outputs too: the same normalising and allowed roots.
+      if (req.formats) {
+        req.formats = await resolveRequestedFormats(
+          req.formats,
+          req.input,
+          normaliseUri,
+          checkAllowed,
+        );
+      }
       for (const field of ["input", "output"] as const) {
         if (req[field].endsWith("/")) {
           throw new ApiError(
@@ -402,6 +412,12 @@ export function createApp(options: AppOptions) {
           if (inFlight.get(req.output) === run) inFlight.delete(req.output);
         });
         const result: ScoreResult = await raceAbort(run, controller.signal);
+        if (req.formats) {
+          result.formats = await raceAbort(
+            writeRequestedFormats(storage, result.manifest, req.formats),
+            controller.signal,
+          );
+        }
         metrics.shards.inc({ result: result.cached ? "cached" : "created" });
         if (!result.cached) metrics.shardSeconds.observe((performance.now() - started) / 1000);
         return c.json(result, result.cached ? 200 : 201);

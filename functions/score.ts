@@ -31,6 +31,7 @@ import {
   readManifestHeaderIfExists,
   ScoreSummaryBuilder,
 } from "../lib/manifest.ts";
+import { type ManifestFormatsResult, ManifestFormatsSchema } from "../lib/manifest-formats.ts";
 import {
   ParquetError,
   readRecords,
@@ -61,6 +62,8 @@ export const ScoreRequestSchema = z.object({
   fields: FieldsSchema.default({ id: "id", text: "text" }),
   /** Invalid lines (bad JSON, missing fields, invalid UTF-8, duplicate ids): fail, or skip and count. */
   onInvalid: z.enum(["fail", "skip"]).default("fail"),
+  /** Also write the manifest as Parquet and/or dolma attributes (lib/manifest-formats.ts). */
+  formats: ManifestFormatsSchema.optional(),
 }).strict();
 export type ScoreRequest = z.infer<typeof ScoreRequestSchema>;
 
@@ -75,6 +78,8 @@ export interface ScoreResult {
   threshold: number | null;
   counts: ManifestHeader["counts"];
   scores: ManifestHeader["scores"];
+  /** Where the requested extra formats are (when `formats` was asked for). */
+  formats?: ManifestFormatsResult;
 }
 
 /**

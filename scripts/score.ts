@@ -10,7 +10,8 @@
  * Other flags: `--concurrency N` (4), `--retries N` (5), `--on-invalid fail|skip`,
  * `--id-field`, `--text-field`, `--token` (or `DATARATER_TOKEN`). Each shard `…/NAME.jsonl[.gz]`,
  * `…/NAME.ndjson[.gz]` or `…/NAME.parquet` gets the manifest `OUTPUT/NAME.manifest.jsonl`. Prints
- * a JSON summary; exits 1 if any shard failed.
+ * a JSON summary, writes the run summary `OUTPUT/_summary.json` (lib/run-summary.ts); exits 1 if
+ * any shard failed.
  */
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
@@ -19,6 +20,7 @@ import pRetry, { AbortError } from "p-retry";
 import { scoringClient, ScoringClientError } from "../functions/client.ts";
 import { isShardName, SHARD_PATTERN } from "../lib/records.ts";
 import type { Policy } from "../lib/manifest.ts";
+import { writeRunSummary } from "../lib/run-summary.ts";
 import { type Storage, storageFromEnv } from "../lib/storage.ts";
 
 /** Object names treated as shards (the one pattern every shard lister uses). */
@@ -286,9 +288,10 @@ if (import.meta.main) {
     hideCursor: true,
   }, cliProgress.Presets.shades_classic);
   let started = false;
+  const storage = storageFromEnv(Deno.env.toObject());
   const { summary } = await scoreAll(options, {
     fetch,
-    storage: storageFromEnv(Deno.env.toObject()),
+    storage,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     random: Math.random,
     onShard: (done, total, records) => {
@@ -301,5 +304,12 @@ if (import.meta.main) {
   });
   if (started) bar.stop();
   console.log(JSON.stringify(summary, null, 2));
+  // Once per run, after the fan-out: the run's totals beside its manifests.
+  try {
+    const written = await writeRunSummary(storage, options.output);
+    console.error(`run summary: ${written.uri}`);
+  } catch (e) {
+    console.error(`score: writing the run summary failed: ${(e as Error).message}`);
+  }
   if (summary.failed) Deno.exit(1);
 }

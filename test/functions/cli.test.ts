@@ -14,6 +14,8 @@ import {
 } from "../../scripts/score.ts";
 import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
 import { scoringClient, ScoringClientError } from "../../functions/client.ts";
+import { readParquetManifest } from "../../lib/manifest-formats.ts";
+import { RunSummarySchema, writeRunSummary } from "../../lib/run-summary.ts";
 import { buildTestModel, jsonl, referenceTexts } from "./fixtures.ts";
 
 const storage = new FileStorage();
@@ -206,10 +208,70 @@ describe("deno task score", () => {
     const stdout = new TextDecoder().decode(out.stdout);
     expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
     expect(JSON.parse(stdout)).toMatchObject({ shards: 5, created: 5, failed: 0, records: 210 });
+    // Once after the fan-out: the run summary beside the manifests.
+    const run = RunSummarySchema.parse(
+      JSON.parse(await Deno.readTextFile(`${dir}/manifests/cli/_summary.json`)),
+    );
+    expect(run).toMatchObject({ shards: 5, records: 210 });
+    expect(run.kept + run.dropped).toBe(210);
+    expect(run.byPolicy).toEqual([
+      {
+        policy: { kind: "keepFraction", fraction: 0.5 },
+        shards: 5,
+        records: 210,
+        kept: run.kept,
+        dropped: run.dropped,
+      },
+    ]);
+    expect(run.scores.histogram!.kept.reduce((a, b) => a + b, 0)).toBe(run.kept);
+    expect(run.scores.histogram!.dropped.reduce((a, b) => a + b, 0)).toBe(run.dropped);
+    let bytes = 0;
+    for await (const o of storage.list(`${root}shards/`)) {
+      if (o.uri.endsWith(".jsonl")) bytes += o.size;
+    }
+    expect(run.bytes).toBe(bytes);
   });
 });
 
 describe("deno task manifest", () => {
+  it("summary PREFIX prints the run summary; convert writes the Parquet manifests and dolma attributes", async () => {
+    const prefix = `${root}manifests/run1/`;
+    const { summary } = await writeRunSummary(storage, prefix, { bins: 5 });
+    const run = (...args: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "scripts/manifest.ts", ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const shown = await run("summary", prefix, "--json");
+    expect(shown.code, new TextDecoder().decode(shown.stderr)).toBe(0);
+    expect(JSON.parse(new TextDecoder().decode(shown.stdout))).toEqual(summary);
+    const text = await run("summary", prefix);
+    expect(new TextDecoder().decode(text.stdout)).toMatch(
+      new RegExp(`^records {3}${summary.records}: kept ${summary.kept} `, "m"),
+    );
+
+    const converted = await run(
+      "convert",
+      prefix,
+      "--parquet",
+      "--dolma",
+      "r1",
+      "--dolma-uri",
+      `${dir}/nowhere.jsonl`,
+    );
+    expect(converted.code).toBe(2); // one URI for many manifests is refused
+    const ok = await run("convert", prefix, "--parquet");
+    expect(ok.code, new TextDecoder().decode(ok.stderr)).toBe(0);
+    const lines = new TextDecoder().decode(ok.stdout).trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.length).toBe(summary.shards);
+    for (const l of lines) {
+      expect(l.parquet).toBe(l.manifest.replace(/\.manifest\.jsonl$/, ".manifest.parquet"));
+      const pq = await readParquetManifest(storage, l.parquet);
+      expect(pq.header).toEqual(await readManifestHeader(storage, l.manifest));
+    }
+  });
+
   it("the histogram counts every entry once, split into kept and dropped", async () => {
     const uri = `${root}manifests/run1/part-1.manifest.jsonl`;
     const { header, histogram } = await summariseManifest(storage, uri, 8);

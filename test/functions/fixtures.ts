@@ -9,7 +9,9 @@ import { RaterConfigSchema } from "../../lib/config.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
-import type { ScoringApp } from "../../functions/app.ts";
+import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
+import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
+import { createStorage, type UriStorage } from "../../lib/storage.ts";
 
 /** A calibrated DataRater export and its digest. */
 export interface TestModel {
@@ -109,4 +111,68 @@ export async function postScore(
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/**
+ * Apps for one test file, each over `defaults()` (read at creation: the file's root is only known
+ * after its beforeAll) with per-test overrides; `closeAll` in the file's afterAll.
+ */
+export function appPool(defaults: () => AppOptions) {
+  const apps: ScoringApp[] = [];
+  return {
+    app(options: Partial<AppOptions> = {}): ScoringApp {
+      const a = createApp({ ...defaults(), ...options });
+      apps.push(a);
+      return a;
+    },
+    async closeAll() {
+      for (const a of apps) await a.close();
+    },
+  };
+}
+
+/**
+ * Score requests with the model at `<root>model.onnx` and a threshold-0 policy, each to an output
+ * of its own under `<root>out/` (so no test sees another's manifest as cached).
+ */
+export function thresholdRequests(root: () => string) {
+  let outputs = 0;
+  return (input: string, overrides: Record<string, unknown> = {}) => ({
+    model: `${root()}model.onnx`,
+    input,
+    output: `${root()}out/m${outputs++}.manifest.jsonl`,
+    policy: { kind: "threshold", threshold: 0 },
+    ...overrides,
+  });
+}
+
+/** An s3rver in a temp dir, storage over it, and a model written to `modelUri`. */
+export interface S3Rig {
+  tmp: string;
+  s3: S3Server;
+  storage: UriStorage;
+  model: TestModel;
+}
+
+/** Starts an {@link S3Rig}; {@link stopS3Rig} undoes it. */
+export async function startS3Rig(options: {
+  prefix: string;
+  buckets: string[];
+  modelUri: string;
+  model: Parameters<typeof buildTestModel>[0];
+}): Promise<S3Rig> {
+  const tmp = await Deno.makeTempDir({ prefix: options.prefix });
+  const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: options.buckets });
+  const storage = createStorage({ s3: s3.settings });
+  const model = await buildTestModel(options.model);
+  await storage.write(options.modelUri, model.bytes);
+  return { tmp, s3, storage, model };
+}
+
+/** Closes `app` (before the storage it reads), then the storage, the server and the temp dir. */
+export async function stopS3Rig(rig: S3Rig | undefined, app: ScoringApp | undefined) {
+  await app?.close();
+  rig?.storage.close();
+  await rig?.s3.stop();
+  if (rig) await Deno.remove(rig.tmp, { recursive: true });
 }

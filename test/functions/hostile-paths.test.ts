@@ -21,7 +21,13 @@ import {
   type UriStorage,
 } from "../../lib/storage.ts";
 import { hostTag, tempFileOwner } from "../../lib/tempfiles.ts";
-import { buildTestModel, jsonl, postScore as post, type TestModel } from "./fixtures.ts";
+import {
+  buildTestModel,
+  jsonl,
+  postScore as post,
+  type TestModel,
+  thresholdRequests,
+} from "./fixtures.ts";
 
 const SECRET = "SECRET-CONTENT-root:x:0:0:do-not-echo";
 let dir: string;
@@ -90,15 +96,9 @@ afterAll(async () => {
 });
 
 let n = 0;
-function fileReq(overrides: Record<string, unknown> = {}) {
-  return {
-    model: `${root}model.onnx`,
-    input: `${root}good.jsonl`,
-    output: `${root}out/m${n++}.manifest.jsonl`,
-    policy: { kind: "threshold", threshold: 0 },
-    ...overrides,
-  };
-}
+const thresholdRequest = thresholdRequests(() => root);
+const fileReq = (overrides: Record<string, unknown> = {}) =>
+  thresholdRequest(`${root}good.jsonl`, overrides);
 
 async function outsideNames(): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(outside))).map((e) => e.name).sort();

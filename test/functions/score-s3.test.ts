@@ -19,20 +19,20 @@ import {
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { encodeJsonl, encodeJsonlGz } from "../../lib/records.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import type { UriStorage } from "../../lib/storage.ts";
 import {
-  buildTestModel,
   postScore as score,
   referenceTexts,
+  type S3Rig,
   scoreDirect,
+  startS3Rig,
+  stopS3Rig,
   type TestModel,
 } from "./fixtures.ts";
-import { faultStorage } from "./fault-storage.ts";
+import { faultStorage, racingWrites } from "./fault-storage.ts";
 
-let s3: S3Server;
+let rig: S3Rig;
 let storage: UriStorage;
-let tmp: string;
 let model: TestModel;
 let app: ScoringApp;
 const MODEL = "s3://corpus/models/rater.onnx";
@@ -45,11 +45,13 @@ interface ShardFixture {
 const shards: ShardFixture[] = [];
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "score-s3-" });
-  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus", "other"] });
-  storage = createStorage({ s3: s3.settings });
-  model = await buildTestModel({ kind: "transformer", seqLen: 48 });
-  await storage.write(MODEL, model.bytes);
+  rig = await startS3Rig({
+    prefix: "score-s3-",
+    buckets: ["corpus", "other"],
+    modelUri: MODEL,
+    model: { kind: "transformer", seqLen: 48 },
+  });
+  ({ storage, model } = rig);
   // 8 shards of varied size, half gzip, records drawn like the calibration's reference sample.
   for (let s = 0; s < 8; s++) {
     const texts = referenceTexts(150 + 37 * s, 100 + s);
@@ -61,12 +63,7 @@ beforeAll(async () => {
   app = createApp({ storage, allowedRoots: ["s3://corpus/"], batchSize: 64 });
 });
 
-afterAll(async () => {
-  await app?.close();
-  storage?.close();
-  await s3?.stop();
-  await Deno.remove(tmp, { recursive: true });
-});
+afterAll(() => stopS3Rig(rig, app));
 
 async function entriesOf(uri: string): Promise<ManifestEntry[]> {
   const { entries } = await readManifest(storage, uri);
@@ -207,16 +204,7 @@ describe("scoring shards in S3", () => {
 
   it("two replicas racing on one shard over S3 conditional writes: one manifest, one cached answer", async () => {
     // s3rver ignores If-None-Match: the wrapper gives it S3's atomic create-only semantics.
-    let arrivals = 0;
-    let release!: () => void;
-    const bothAtWrite = new Promise<void>((r) => (release = r));
-    const faulty = faultStorage({
-      conditionalWrites: true,
-      beforeWrite: async () => {
-        if (++arrivals === 2) release();
-        await bothAtWrite;
-      },
-    }, storage);
+    const faulty = racingWrites(storage);
     const replicas = [0, 1].map(() =>
       createApp({ storage: faulty, allowedRoots: ["s3://corpus/"] })
     );

@@ -100,6 +100,24 @@ const thresholdRequest = thresholdRequests(() => root);
 const fileReq = (overrides: Record<string, unknown> = {}) =>
   thresholdRequest(`${root}good.jsonl`, overrides);
 
+/**
+ * Runs `script` in a child Deno and kills it with -9 once it prints (it prints when it holds the
+ * file under test open): what a crashed writer leaves behind. The child's pid.
+ */
+async function killAfterFirstOutput(script: string): Promise<{ pid: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read();
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  return { pid: child.pid };
+}
+
 async function outsideNames(): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(outside))).map((e) => e.name).sort();
 }
@@ -368,16 +386,8 @@ describe("FileStorage writes", () => {
       }, { highWaterMark: 0 });
       await new FileStorage().write(${JSON.stringify(`${folder}/big.jsonl`)}, body);
     `;
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["eval", script],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const reader = child.stdout.getReader();
-      await reader.read(); // "writing": the temporary file exists and is open
-      child.kill("SIGKILL");
-      await child.status;
-      reader.releaseLock();
+      // "writing": the temporary file exists and is open.
+      const child = await killAfterFirstOutput(script);
       const left = (await Array.fromAsync(Deno.readDir(folder))).map((e) => e.name);
       expect(left).toHaveLength(1);
       expect(tempFileOwner(left[0])?.pid).toBe(child.pid);
@@ -407,16 +417,7 @@ describe("spool files of a killed scorer", () => {
       console.log("spooling");
       await new Promise(() => {});
     `;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["eval", script],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const reader = child.stdout.getReader();
-    await reader.read();
-    child.kill("SIGKILL");
-    await child.status;
-    reader.releaseLock();
+    const child = await killAfterFirstOutput(script);
     await Deno.writeTextFile(`${spoolDir}/unrelated.txt`, "kept");
     const [left] = (await Array.fromAsync(Deno.readDir(spoolDir)))
       .map((e) => e.name).filter((x) => x.startsWith(SPOOL_PREFIX));

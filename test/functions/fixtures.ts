@@ -10,8 +10,7 @@ import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
 import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
 
 /** A calibrated DataRater export and its digest. */
 export interface TestModel {
@@ -146,11 +145,8 @@ export function thresholdRequests(root: () => string) {
   });
 }
 
-/** An s3rver in a temp dir, storage over it, and a model written to `modelUri`. */
-export interface S3Rig {
-  tmp: string;
-  s3: S3Server;
-  storage: UriStorage;
+/** A {@link TempS3} with a model written to `modelUri`. */
+export interface S3Rig extends TempS3 {
   model: TestModel;
 }
 
@@ -161,18 +157,14 @@ export async function startS3Rig(options: {
   modelUri: string;
   model: Parameters<typeof buildTestModel>[0];
 }): Promise<S3Rig> {
-  const tmp = await Deno.makeTempDir({ prefix: options.prefix });
-  const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: options.buckets });
-  const storage = createStorage({ s3: s3.settings });
+  const temp = await startTempS3(options.prefix, options.buckets);
   const model = await buildTestModel(options.model);
-  await storage.write(options.modelUri, model.bytes);
-  return { tmp, s3, storage, model };
+  await temp.storage.write(options.modelUri, model.bytes);
+  return { ...temp, model };
 }
 
-/** Closes `app` (before the storage it reads), then the storage, the server and the temp dir. */
+/** Closes `app` (before the storage it reads), then the rest of the rig. */
 export async function stopS3Rig(rig: S3Rig | undefined, app: ScoringApp | undefined) {
   await app?.close();
-  rig?.storage.close();
-  await rig?.s3.stop();
-  if (rig) await Deno.remove(rig.tmp, { recursive: true });
+  await stopTempS3(rig);
 }

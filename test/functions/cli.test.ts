@@ -57,6 +57,17 @@ const realDeps = (overrides: Partial<ScoreAllDeps> = {}): ScoreAllDeps => ({
   ...overrides,
 });
 
+/** Runs `script` as a program with `args`; its stdout, once it has exited 0 (else its stderr). */
+async function runScript(script: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+  return new TextDecoder().decode(out.stdout);
+}
+
 describe("deno task score", () => {
   it("maps each shard to OUTPUT/<path below the input prefix>.manifest.jsonl", () => {
     expect(manifestUriFor("s3://b/in/a/part-1.jsonl.gz", "s3://b/in/", "s3://b/out")).toBe(
@@ -184,27 +195,18 @@ describe("deno task score", () => {
   });
 
   it("runs as a program: prints a JSON summary and exits 0", async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "scripts/score.ts",
-        "--endpoint",
-        endpoint,
-        "--model",
-        `${root}model.onnx`,
-        "--input",
-        `${root}shards/`,
-        "--output",
-        `${root}manifests/cli/`,
-        "--keep-fraction",
-        "0.5",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    const stdout = await runScript("scripts/score.ts", [
+      "--endpoint",
+      endpoint,
+      "--model",
+      `${root}model.onnx`,
+      "--input",
+      `${root}shards/`,
+      "--output",
+      `${root}manifests/cli/`,
+      "--keep-fraction",
+      "0.5",
+    ]);
     expect(JSON.parse(stdout)).toMatchObject({ shards: 5, created: 5, failed: 0, records: 210 });
   });
 });
@@ -224,19 +226,10 @@ describe("deno task manifest", () => {
   });
 
   it("runs as a program: prints the summary, histogram and verification", async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "scripts/manifest.ts",
-        `${root}manifests/run1/part-2.manifest.jsonl`,
-        "--verify",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    const stdout = await runScript("scripts/manifest.ts", [
+      `${root}manifests/run1/part-2.manifest.jsonl`,
+      "--verify",
+    ]);
     expect(stdout).toMatch(
       /^records {3}42: kept \d+ \(\d+\.\d%\), dropped \d+, skipped invalid 0$/m,
     );

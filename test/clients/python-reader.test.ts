@@ -23,6 +23,7 @@ import type { UriStorage } from "../../lib/storage.ts";
 import { recordsParquet } from "../lib/parquet-fixtures.ts";
 import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
 import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 const CLIENT_DIR = new URL("../../clients/python/", import.meta.url).pathname;
 
@@ -48,16 +49,6 @@ afterAll(async () => {
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const utf8 = (s: string) => new TextEncoder().encode(s);
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 /** Scores `input` into `output`; the request must succeed. */
 async function score(input: string, output: string, extra: Record<string, unknown>) {
@@ -108,10 +99,12 @@ function shardA(texts: string[], tamperedLine = -1): Uint8Array {
   add("{not json");
   add('{"doc_id":"missing-text"}');
   add(JSON.stringify({ doc_id: "a-3", body: "a duplicate id" }));
-  add(concat([utf8('{"doc_id":"bad-utf8","body":"x'), new Uint8Array([0xff, 0xfe]), utf8('"}')]));
+  add(
+    concatBytes([utf8('{"doc_id":"bad-utf8","body":"x'), new Uint8Array([0xff, 0xfe]), utf8('"}')]),
+  );
   add('{"doc_id":"nan","body":"text","v":NaN}');
   add(JSON.stringify({ doc_id: 1.5, body: "the last line, with no newline" }));
-  return concat(lines.flatMap((l, i) => i === 0 ? [l] : [utf8("\n"), l]));
+  return concatBytes(lines.flatMap((l, i) => i === 0 ? [l] : [utf8("\n"), l]));
 }
 
 /** Runs the Python tests with `cases`; their verbose results by test name. */

@@ -257,53 +257,43 @@ describe("deno task score retries (p-retry)", () => {
     backoffMs: 100,
     maxBackoffMs: 1000,
   });
+  /** Scores the one shard under `shards/sub/` against a server that always answers `status`. */
+  const scoreAnswering = async (status: number, output: string) => {
+    const calls: string[] = [];
+    const sleeps: number[] = [];
+    const { summary } = await scoreAll(
+      options(output),
+      realDeps({
+        fetch: answering(status, calls),
+        sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
+      }),
+    );
+    return { calls, sleeps, summary };
+  };
+  /** The failure scoreAll reports for that shard after `attempts` answers of `status`. */
+  const failedAfter = (status: number, attempts: number) => ({
+    shard: `${root}shards/sub/part-4.jsonl`,
+    status,
+    error: `answered ${status}`,
+    attempts,
+  });
 
   it("a 4xx is final: one request, no sleep", async () => {
     for (const status of [400, 403, 404, 409, 413, 422]) {
-      const calls: string[] = [];
-      const sleeps: number[] = [];
-      const { summary } = await scoreAll(
-        options(`final-${status}`),
-        realDeps({
-          fetch: answering(status, calls),
-          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
-        }),
-      );
+      const { calls, sleeps, summary } = await scoreAnswering(status, `final-${status}`);
       expect(calls).toEqual([`${root}shards/sub/part-4.jsonl`]);
       expect(sleeps).toEqual([]);
-      expect(summary.failures).toEqual([
-        {
-          shard: `${root}shards/sub/part-4.jsonl`,
-          status,
-          error: `answered ${status}`,
-          attempts: 1,
-        },
-      ]);
+      expect(summary.failures).toEqual([failedAfter(status, 1)]);
     }
   });
 
   it("a 502 (and 408, 429, a dropped connection) is retried: 1 + retries requests, then fails", async () => {
     for (const status of [502, 500, 504, 408, 429]) {
-      const calls: string[] = [];
-      const sleeps: number[] = [];
-      const { summary } = await scoreAll(
-        options(`retried-${status}`),
-        realDeps({
-          fetch: answering(status, calls),
-          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
-        }),
-      );
+      const { calls, sleeps, summary } = await scoreAnswering(status, `retried-${status}`);
       expect(calls.length).toBe(3);
       // random() = 0.5 of 100·2^(attempt-1); no sleep after the last attempt.
       expect(sleeps).toEqual([50, 100]);
-      expect(summary.failures).toEqual([
-        {
-          shard: `${root}shards/sub/part-4.jsonl`,
-          status,
-          error: `answered ${status}`,
-          attempts: 3,
-        },
-      ]);
+      expect(summary.failures).toEqual([failedAfter(status, 3)]);
     }
     let n = 0;
     const dropped: typeof fetch = () => (n++, Promise.reject(new Error("connection refused")));

@@ -11,6 +11,7 @@ import {
   parseScoreArgs,
   scoreAll,
   type ScoreAllDeps,
+  type ScoreAllOptions,
 } from "../../scripts/score.ts";
 import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
 import { scoringClient, ScoringClientError } from "../../functions/client.ts";
@@ -56,6 +57,13 @@ const realDeps = (overrides: Partial<ScoreAllDeps> = {}): ScoreAllDeps => ({
   random: () => 0.5,
   ...overrides,
 });
+
+/** scoreAll's options for this file's server and model, over the shards under `input`. */
+const scoreAllOptions = (
+  input: string,
+  output: string,
+  rest: Omit<ScoreAllOptions, "endpoint" | "model" | "input" | "output">,
+): ScoreAllOptions => ({ endpoint, model: `${root}model.onnx`, input, output, ...rest });
 
 /** Runs `script` as a program with `args`; its stdout, once it has exited 0 (else its stderr). */
 async function runScript(script: string, args: string[]): Promise<string> {
@@ -112,14 +120,10 @@ describe("deno task score", () => {
     const sent: string[] = [];
     const progress: number[] = [];
     const { summary, outcomes } = await scoreAll(
-      {
-        endpoint,
-        model: `${root}model.onnx`,
-        input: `${root}shards/`,
-        output,
+      scoreAllOptions(`${root}shards/`, output, {
         policy: { kind: "keepFraction", fraction: 0.4 },
         concurrency: 3,
-      },
+      }),
       realDeps({
         fetch: (url, init) => {
           sent.push(JSON.parse(String(init!.body)).input);
@@ -172,17 +176,16 @@ describe("deno task score", () => {
       }
       return fetch(url, init);
     };
-    const { summary } = await scoreAll({
-      endpoint,
-      model: `${root}model.onnx`,
-      input: `${root}shards/`,
-      output,
-      policy: { kind: "threshold", threshold: 0 },
-      concurrency: 1,
-      retries: 3,
-      backoffMs: 100,
-      maxBackoffMs: 150,
-    }, realDeps({ fetch: flaky, sleep: (ms) => (sleeps.push(ms), Promise.resolve()) }));
+    const { summary } = await scoreAll(
+      scoreAllOptions(`${root}shards/`, output, {
+        policy: { kind: "threshold", threshold: 0 },
+        concurrency: 1,
+        retries: 3,
+        backoffMs: 100,
+        maxBackoffMs: 150,
+      }),
+      realDeps({ fetch: flaky, sleep: (ms) => (sleeps.push(ms), Promise.resolve()) }),
+    );
     expect(calls.get(`${root}shards/part-1.jsonl`)).toBe(3);
     expect(calls.get(`${root}shards/part-2.jsonl`)).toBe(2);
     expect(calls.get(`${root}shards/part-3.jsonl`)).toBe(1);
@@ -247,16 +250,13 @@ describe("deno task score retries (p-retry)", () => {
       }),
     );
   };
-  const options = (output: string) => ({
-    endpoint,
-    model: `${root}model.onnx`,
-    input: `${root}shards/sub/`,
-    output: `${root}manifests/${output}/`,
-    policy: { kind: "threshold" as const, threshold: 0 },
-    retries: 2,
-    backoffMs: 100,
-    maxBackoffMs: 1000,
-  });
+  const options = (output: string) =>
+    scoreAllOptions(`${root}shards/sub/`, `${root}manifests/${output}/`, {
+      policy: { kind: "threshold", threshold: 0 },
+      retries: 2,
+      backoffMs: 100,
+      maxBackoffMs: 1000,
+    });
   /** Scores the one shard under `shards/sub/` against a server that always answers `status`. */
   const scoreAnswering = async (status: number, output: string) => {
     const calls: string[] = [];

@@ -27,7 +27,7 @@ import {
 import { ObjectSerializer } from "@kubernetes/client-node/dist/serializer.js";
 import { KubeOperatorClient, messageOf, type OperatorClient } from "./client.ts";
 import type { OperatorSettings } from "./children.ts";
-import { Informer } from "./informer.ts";
+import { Informer, type InformerOptions, type ObjectWithMeta } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import {
   GROUP,
@@ -218,30 +218,37 @@ export class MetaTrainingController {
     });
     // Only children carry the owner label: the operator never caches the cluster's other Jobs.
     const labelSelector = OWNER_LABEL;
-    const jobs = new Informer<V1Job>({
-      kubeConfig: kc,
-      path: `/apis/batch/v1${nsPath}/jobs`,
-      labelSelector,
-      list: () =>
+    /** An informer on the operator's children of one kind, typed as the client library types them. */
+    const childInformer = <T extends ObjectWithMeta>(
+      path: string,
+      type: string,
+      list: InformerOptions<T>["list"],
+    ) =>
+      new Informer<T>({
+        kubeConfig: kc,
+        path,
+        labelSelector,
+        list,
+        deserialize: (raw) => ObjectSerializer.deserialize(raw, type),
+        log,
+        ...backoff,
+      });
+    const jobs = childInformer<V1Job>(
+      `/apis/batch/v1${nsPath}/jobs`,
+      "V1Job",
+      () =>
         namespace
           ? batch.listNamespacedJob({ namespace, labelSelector })
           : batch.listJobForAllNamespaces({ labelSelector }),
-      deserialize: (raw) => ObjectSerializer.deserialize(raw, "V1Job"),
-      log,
-      ...backoff,
-    });
-    const configMaps = new Informer<V1ConfigMap>({
-      kubeConfig: kc,
-      path: `/api/v1${nsPath}/configmaps`,
-      labelSelector,
-      list: () =>
+    );
+    const configMaps = childInformer<V1ConfigMap>(
+      `/api/v1${nsPath}/configmaps`,
+      "V1ConfigMap",
+      () =>
         namespace
           ? core.listNamespacedConfigMap({ namespace, labelSelector })
           : core.listConfigMapForAllNamespaces({ labelSelector }),
-      deserialize: (raw) => ObjectSerializer.deserialize(raw, "V1ConfigMap"),
-      log,
-      ...backoff,
-    });
+    );
     const queue = new WorkQueue(this.options.queue);
     metaTrainings.on((_event, mt) => queue.add(keyOf(mt)));
     const onChild = (_event: string, child: V1Job | V1ConfigMap) => {

@@ -373,6 +373,40 @@ export abstract class BaseStorage implements Storage {
   }
 }
 
+/**
+ * The stores that hold the objects themselves (S3, local files, memory): a range read is checked
+ * here, and an empty range answered without touching the store, before their own
+ * {@link ObjectStore.readRangeOf}. (Stores that route or wrap another leave that to the one they
+ * call.)
+ */
+export abstract class ObjectStore extends BaseStorage {
+  readRange(
+    uri: string,
+    start: number,
+    end: number,
+    options: ReadRangeOptions = {},
+  ): Promise<Uint8Array> {
+    try {
+      checkRange(uri, start, end);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (end <= start) return Promise.resolve(new Uint8Array(0));
+    return this.readRangeOf(uri, start, end, options.etag ?? null);
+  }
+
+  /**
+   * Bytes `[start, end)` of `uri`, cut where the object ends; the range is valid and not empty.
+   * A non-null `etag` pins the version: a replaced object throws {@link ObjectChangedError}.
+   */
+  protected abstract readRangeOf(
+    uri: string,
+    start: number,
+    end: number,
+    etag: string | null,
+  ): Promise<Uint8Array>;
+}
+
 // ---------------------------------------------------------------------------------------------
 // S3
 
@@ -495,7 +529,7 @@ export interface S3StorageOptions {
  * s3.close();
  * ```
  */
-export class S3Storage extends BaseStorage {
+export class S3Storage extends ObjectStore {
   #client: S3Client | null;
   readonly #settings: S3Settings;
   readonly #ownsClient: boolean;
@@ -554,15 +588,7 @@ export class S3Storage extends BaseStorage {
     }
   }
 
-  async readRange(
-    uri: string,
-    start: number,
-    end: number,
-    options: ReadRangeOptions = {},
-  ): Promise<Uint8Array> {
-    const etag = options.etag ?? null;
-    checkRange(uri, start, end);
-    if (end <= start) return new Uint8Array(0);
+  protected async readRangeOf(uri: string, start: number, end: number, etag: string | null) {
     const loc = this.#loc(uri);
     try {
       const out = await this.client.send(
@@ -732,7 +758,7 @@ function localError(verb: string, uri: string, e: unknown): StorageError {
  * console.log(await files.readText("file:///tmp/out/a.txt"));
  * ```
  */
-export class FileStorage extends BaseStorage {
+export class FileStorage extends ObjectStore {
   #path(uri: string): string {
     const loc = parseUri(uri);
     if (loc.scheme !== "file") {
@@ -772,15 +798,7 @@ export class FileStorage extends BaseStorage {
     }
   }
 
-  async readRange(
-    uri: string,
-    start: number,
-    end: number,
-    options: ReadRangeOptions = {},
-  ): Promise<Uint8Array> {
-    const etag = options.etag ?? null;
-    checkRange(uri, start, end);
-    if (end <= start) return new Uint8Array(0);
+  protected async readRangeOf(uri: string, start: number, end: number, etag: string | null) {
     const p = this.#path(uri);
     let file: Deno.FsFile;
     try {
@@ -898,7 +916,7 @@ export class FileStorage extends BaseStorage {
  * await storage.readJsonIfExists("s3://bucket/run/progress.json"); // { step: 3 }
  * ```
  */
-export class MemoryStorage extends BaseStorage {
+export class MemoryStorage extends ObjectStore {
   readonly #objects = new Map<string, { bytes: Uint8Array; etag: string }>();
 
   #key(uri: string): string {
@@ -938,16 +956,8 @@ export class MemoryStorage extends BaseStorage {
     }
   }
 
-  readRange(
-    uri: string,
-    start: number,
-    end: number,
-    options: ReadRangeOptions = {},
-  ): Promise<Uint8Array> {
+  protected readRangeOf(uri: string, start: number, end: number, etag: string | null) {
     try {
-      const etag = options.etag ?? null;
-      checkRange(uri, start, end);
-      if (end <= start) return Promise.resolve(new Uint8Array(0));
       const obj = this.#get(uri);
       if (etag !== null && obj.etag !== etag) throw new ObjectChangedError(uri, etag, obj.etag);
       return Promise.resolve(obj.bytes.slice(start, Math.min(end, obj.bytes.length)));

@@ -25,6 +25,7 @@ import { startS3Server } from "../../lib/s3-server.ts";
 import { createStorage } from "../../lib/storage.ts";
 import { Rng } from "../../training/rng.ts";
 import { benchModel, benchTexts, rawRecordsPerSec } from "./lib/rater-fixture.ts";
+import { probeWhile } from "./lib/probe-schedule.ts";
 
 const { values } = parseArgs({
   options: {
@@ -147,25 +148,14 @@ try {
   }));
 
   if (largeLines > 0) {
-    // Probes on a fixed schedule, each timed from when it was due: a blocked event loop delays
-    // the probe's own timer as much as the answer, and a kubelet does not wait for either.
-    const probes: Promise<void>[] = [];
-    const largeLatencies: number[] = [];
-    let largeScoring = true;
-    const largeLoad = score("s3://bench/large.jsonl", "s3://bench/out/large.manifest.jsonl")
-      .finally(() => largeScoring = false);
-    const start = performance.now();
-    for (let k = 1; largeScoring; k++) {
-      const at = start + 10 * k;
-      await new Promise((r) => setTimeout(r, Math.max(0, at - performance.now())));
-      probes.push((async () => {
+    const { result: largeResult, latencies: largeLatencies, start: largeStart } = await probeWhile(
+      score("s3://bench/large.jsonl", "s3://bench/out/large.manifest.jsonl"),
+      10,
+      async () => {
         const res = await fetch(`${base}/healthz`);
         await res.body?.cancel();
-        largeLatencies.push(performance.now() - at);
-      })());
-    }
-    const largeResult = await largeLoad;
-    await Promise.all(probes);
+      },
+    );
     if (largeResult.counts.records !== largeLines) {
       throw new Error("not every long line was scored");
     }
@@ -176,7 +166,7 @@ try {
       probes: largeLatencies.length,
       lines: largeLines,
       lineBytes: largeLineBytes,
-      seconds: Math.round((performance.now() - start) / 10) / 100,
+      seconds: Math.round((performance.now() - largeStart) / 10) / 100,
     }));
   }
 } finally {

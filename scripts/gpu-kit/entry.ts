@@ -18,15 +18,8 @@
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { encodeBatch } from "../../lib/bytes.ts";
-import { InnerConfigSchema, RaterConfigSchema } from "../../lib/config.ts";
-import { type BackendName, useBackend } from "../../training/backend.ts";
-import { initLmArrays } from "../../training/lm.ts";
-import { metaGradient } from "../../training/meta-step.ts";
-import { disposeParams, type ParamArrays, toArrays, toTensors } from "../../training/params.ts";
-import { innerOptimizer } from "../../training/optim.ts";
-import { initRaterArrays } from "../../training/rater.ts";
-import { Rng } from "../../training/rng.ts";
+import type { BackendName } from "../../training/backend.ts";
+import { tinyMetaGradient } from "../../training/tiny-meta-gradient.ts";
 import {
   benchMetaStep,
   benchTexts,
@@ -114,32 +107,13 @@ async function bench(args: string[]): Promise<Record<string, unknown>> {
   };
 }
 
-/** The meta-gradient of a tiny config (`test/training/backend.test.ts`'s sizes) on `backend`. */
-async function tinyMetaGradient(
-  backend: BackendName,
-): Promise<{ metaLoss: number; grads: ParamArrays }> {
-  await useBackend(backend);
-  const seqLen = 8;
-  const rater = RaterConfigSchema.parse({ kind: "mlp", dModel: 4, hidden: 4 });
-  const inner = InnerConfigSchema.parse({ dModel: 8, layers: 1, heads: 2, ffn: 8, lr: 1e-2 });
-  const rng = new Rng(11);
-  const eta = toTensors(initRaterArrays(rater, seqLen, rng));
-  const params = toTensors(initLmArrays(inner, seqLen, rng));
-  const texts = benchTexts(12, 3);
-  const r = await metaGradient(eta, { params, opt: innerOptimizer(inner).init(params) }, {
-    inner: [encodeBatch(texts.slice(0, 4), seqLen), encodeBatch(texts.slice(4, 8), seqLen)],
-    outer: encodeBatch(texts.slice(8), seqLen),
-  }, { rater, inner });
-  const grads = await toArrays(r.grads);
-  for (const p of [eta, params, r.grads, r.next.params]) disposeParams(p);
-  return { metaLoss: r.metaLoss, grads };
-}
-
 async function check(): Promise<Record<string, unknown>> {
   const adapter = await webgpuAdapter();
   if (!adapter) return { pass: null, adapter: null, note: "no WebGPU adapter: nothing to check" };
-  const wasm = await tinyMetaGradient("wasm");
-  const webgpu = await tinyMetaGradient("webgpu");
+  const texts = benchTexts(12, 3);
+  const batches = { inner: [texts.slice(0, 4), texts.slice(4, 8)], outer: texts.slice(8) };
+  const wasm = await tinyMetaGradient("wasm", batches);
+  const webgpu = await tinyMetaGradient("webgpu", batches);
   // The backend test's bound per element: 1e-3 of the parameter's largest gradient, plus 1e-9 for
   // gradients that are zero but for rounding (the output bias's: the batch softmax ignores shifts).
   let worst = 0;

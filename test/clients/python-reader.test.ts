@@ -19,23 +19,23 @@ import {
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { encodeJsonlGz } from "../../lib/records.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import type { UriStorage } from "../../lib/storage.ts";
 import { recordsParquet } from "../lib/parquet-fixtures.ts";
 import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
+import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
+import { concatBytes } from "../support/bytes.ts";
 
 const CLIENT_DIR = new URL("../../clients/python/", import.meta.url).pathname;
 
+let temp: TempS3;
 let tmp: string;
-let s3: S3Server;
 let app: ScoringApp;
 let modelUri: string;
 let storage: UriStorage;
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "python-reader-" });
-  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus"] });
-  storage = createStorage({ s3: s3.settings });
+  temp = await startTempS3("python-reader-", ["corpus"]);
+  ({ tmp, storage } = temp);
   const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
   modelUri = `file://${tmp}/rater.onnx`;
   await storage.write(modelUri, model.bytes);
@@ -44,23 +44,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app?.close();
-  storage?.close();
-  await s3?.stop();
-  await Deno.remove(tmp, { recursive: true });
+  await stopTempS3(temp);
 });
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const utf8 = (s: string) => new TextEncoder().encode(s);
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 /** Scores `input` into `output`; the request must succeed. */
 async function score(input: string, output: string, extra: Record<string, unknown>) {
@@ -111,10 +99,12 @@ function shardA(texts: string[], tamperedLine = -1): Uint8Array {
   add("{not json");
   add('{"doc_id":"missing-text"}');
   add(JSON.stringify({ doc_id: "a-3", body: "a duplicate id" }));
-  add(concat([utf8('{"doc_id":"bad-utf8","body":"x'), new Uint8Array([0xff, 0xfe]), utf8('"}')]));
+  add(
+    concatBytes([utf8('{"doc_id":"bad-utf8","body":"x'), new Uint8Array([0xff, 0xfe]), utf8('"}')]),
+  );
   add('{"doc_id":"nan","body":"text","v":NaN}');
   add(JSON.stringify({ doc_id: 1.5, body: "the last line, with no newline" }));
-  return concat(lines.flatMap((l, i) => i === 0 ? [l] : [utf8("\n"), l]));
+  return concatBytes(lines.flatMap((l, i) => i === 0 ? [l] : [utf8("\n"), l]));
 }
 
 /** Runs the Python tests with `cases`; their verbose results by test name. */
@@ -201,7 +191,7 @@ describe("the Python manifest reader", () => {
     expect(jsonl.keptIds.length).toBeLessThan(40);
     const gz = await tsCase(shardBUri, manifestB);
     const parquet = await tsCase(shardCUri, manifestC);
-    const s3Case = { ...await tsCase(shardDUri, manifestD), endpoint: s3.endpoint };
+    const s3Case = { ...await tsCase(shardDUri, manifestD), endpoint: temp.s3.endpoint };
     const s3Parquet = await tsCase(shardEUri, manifestE);
     expect(s3Case.verifyMethod).toBe("etag");
     expect(jsonl.verifyMethod).toBe("etag");
@@ -308,9 +298,9 @@ describe("the Python manifest reader", () => {
     // --- The Python side, given the same files.
     const [hasPyarrow, hasBoto3] = [await pythonHas("pyarrow"), await pythonHas("boto3")];
     const py = await runPython(cases, {
-      S3_ENDPOINT: s3.endpoint,
-      AWS_ACCESS_KEY_ID: s3.settings.accessKeyId!,
-      AWS_SECRET_ACCESS_KEY: s3.settings.secretAccessKey!,
+      S3_ENDPOINT: temp.s3.endpoint,
+      AWS_ACCESS_KEY_ID: temp.s3.settings.accessKeyId!,
+      AWS_SECRET_ACCESS_KEY: temp.s3.settings.secretAccessKey!,
       AWS_REGION: "us-east-1",
     });
     expect(py.code, py.text).toBe(0);

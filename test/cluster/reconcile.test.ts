@@ -53,6 +53,19 @@ function condition(name: string, type: string) {
   return mt(name).status?.conditions?.find((c) => c.type === type);
 }
 
+/** Sets the MetaTraining's `spec.suspend` as a user would, then runs one reconcile pass. */
+async function setSuspend(name: string, suspend: boolean) {
+  const obj = mt(name);
+  obj.spec.suspend = suspend;
+  api.update("metatrainings", obj);
+  await reconcileMetaTraining(ctx, `${NS}/${name}`);
+}
+
+/** Each child Job's name and whether it is suspended. */
+function jobSuspension(name: string) {
+  return jobsOf(api, name).map((j) => [j.metadata.name, j.spec.suspend]);
+}
+
 function eventReasons(name: string): string[] {
   return api.list("events", NS)
     .filter((e) => e.involvedObject?.name === name)
@@ -334,26 +347,14 @@ describe("reconcileMetaTraining", () => {
     const jobName = jobsOf(api, "run-a")[0].metadata.name;
     markJobRunning(api, jobName!);
 
-    const suspended = mt("run-a");
-    suspended.spec.suspend = true;
-    api.update("metatrainings", suspended);
-    await reconcileMetaTraining(ctx, `${NS}/run-a`);
-    expect(jobsOf(api, "run-a").map((j) => [j.metadata.name, j.spec.suspend])).toEqual([[
-      jobName,
-      true,
-    ]]);
+    await setSuspend("run-a", true);
+    expect(jobSuspension("run-a")).toEqual([[jobName, true]]);
     expect(mt("run-a").status!.phase).toBe("Suspended");
     expect(condition("run-a", "Suspended")).toMatchObject({ status: "True", reason: "Suspended" });
     expect(condition("run-a", "Failed")).toMatchObject({ status: "False" });
 
-    const resumed = mt("run-a");
-    resumed.spec.suspend = false;
-    api.update("metatrainings", resumed);
-    await reconcileMetaTraining(ctx, `${NS}/run-a`);
-    expect(jobsOf(api, "run-a").map((j) => [j.metadata.name, j.spec.suspend])).toEqual([[
-      jobName,
-      false,
-    ]]);
+    await setSuspend("run-a", false);
+    expect(jobSuspension("run-a")).toEqual([[jobName, false]]);
     expect(mt("run-a").status!.phase).toBe("Running");
   });
 

@@ -11,6 +11,7 @@ import {
   parseScoreArgs,
   scoreAll,
   type ScoreAllDeps,
+  type ScoreAllOptions,
 } from "../../scripts/score.ts";
 import { renderHistogram, summariseManifest } from "../../scripts/manifest.ts";
 import { scoringClient, ScoringClientError } from "../../functions/client.ts";
@@ -59,6 +60,24 @@ const realDeps = (overrides: Partial<ScoreAllDeps> = {}): ScoreAllDeps => ({
   ...overrides,
 });
 
+/** scoreAll's options for this file's server and model, over the shards under `input`. */
+const scoreAllOptions = (
+  input: string,
+  output: string,
+  rest: Omit<ScoreAllOptions, "endpoint" | "model" | "input" | "output">,
+): ScoreAllOptions => ({ endpoint, model: `${root}model.onnx`, input, output, ...rest });
+
+/** Runs `script` as a program with `args`; its stdout, once it has exited 0 (else its stderr). */
+async function runScript(script: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+  return new TextDecoder().decode(out.stdout);
+}
+
 describe("deno task score", () => {
   it("maps each shard to OUTPUT/<path below the input prefix>.manifest.jsonl", () => {
     expect(manifestUriFor("s3://b/in/a/part-1.jsonl.gz", "s3://b/in/", "s3://b/out")).toBe(
@@ -103,14 +122,10 @@ describe("deno task score", () => {
     const sent: string[] = [];
     const progress: number[] = [];
     const { summary, outcomes } = await scoreAll(
-      {
-        endpoint,
-        model: `${root}model.onnx`,
-        input: `${root}shards/`,
-        output,
+      scoreAllOptions(`${root}shards/`, output, {
         policy: { kind: "keepFraction", fraction: 0.4 },
         concurrency: 3,
-      },
+      }),
       realDeps({
         fetch: (url, init) => {
           sent.push(JSON.parse(String(init!.body)).input);
@@ -163,17 +178,16 @@ describe("deno task score", () => {
       }
       return fetch(url, init);
     };
-    const { summary } = await scoreAll({
-      endpoint,
-      model: `${root}model.onnx`,
-      input: `${root}shards/`,
-      output,
-      policy: { kind: "threshold", threshold: 0 },
-      concurrency: 1,
-      retries: 3,
-      backoffMs: 100,
-      maxBackoffMs: 150,
-    }, realDeps({ fetch: flaky, sleep: (ms) => (sleeps.push(ms), Promise.resolve()) }));
+    const { summary } = await scoreAll(
+      scoreAllOptions(`${root}shards/`, output, {
+        policy: { kind: "threshold", threshold: 0 },
+        concurrency: 1,
+        retries: 3,
+        backoffMs: 100,
+        maxBackoffMs: 150,
+      }),
+      realDeps({ fetch: flaky, sleep: (ms) => (sleeps.push(ms), Promise.resolve()) }),
+    );
     expect(calls.get(`${root}shards/part-1.jsonl`)).toBe(3);
     expect(calls.get(`${root}shards/part-2.jsonl`)).toBe(2);
     expect(calls.get(`${root}shards/part-3.jsonl`)).toBe(1);
@@ -186,27 +200,18 @@ describe("deno task score", () => {
   });
 
   it("runs as a program: prints a JSON summary and exits 0", async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "scripts/score.ts",
-        "--endpoint",
-        endpoint,
-        "--model",
-        `${root}model.onnx`,
-        "--input",
-        `${root}shards/`,
-        "--output",
-        `${root}manifests/cli/`,
-        "--keep-fraction",
-        "0.5",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    const stdout = await runScript("scripts/score.ts", [
+      "--endpoint",
+      endpoint,
+      "--model",
+      `${root}model.onnx`,
+      "--input",
+      `${root}shards/`,
+      "--output",
+      `${root}manifests/cli/`,
+      "--keep-fraction",
+      "0.5",
+    ]);
     expect(JSON.parse(stdout)).toMatchObject({ shards: 5, created: 5, failed: 0, records: 210 });
     // Once after the fan-out: the run summary beside the manifests.
     const run = RunSummarySchema.parse(
@@ -286,19 +291,10 @@ describe("deno task manifest", () => {
   });
 
   it("runs as a program: prints the summary, histogram and verification", async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "scripts/manifest.ts",
-        `${root}manifests/run1/part-2.manifest.jsonl`,
-        "--verify",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    expect(out.code, new TextDecoder().decode(out.stderr)).toBe(0);
+    const stdout = await runScript("scripts/manifest.ts", [
+      `${root}manifests/run1/part-2.manifest.jsonl`,
+      "--verify",
+    ]);
     expect(stdout).toMatch(
       /^records {3}42: kept \d+ \(\d+\.\d%\), dropped \d+, skipped invalid 0$/m,
     );
@@ -316,63 +312,50 @@ describe("deno task score retries (p-retry)", () => {
       }),
     );
   };
-  const options = (output: string) => ({
-    endpoint,
-    model: `${root}model.onnx`,
-    input: `${root}shards/sub/`,
-    output: `${root}manifests/${output}/`,
-    policy: { kind: "threshold" as const, threshold: 0 },
-    retries: 2,
-    backoffMs: 100,
-    maxBackoffMs: 1000,
+  const options = (output: string) =>
+    scoreAllOptions(`${root}shards/sub/`, `${root}manifests/${output}/`, {
+      policy: { kind: "threshold", threshold: 0 },
+      retries: 2,
+      backoffMs: 100,
+      maxBackoffMs: 1000,
+    });
+  /** Scores the one shard under `shards/sub/` against a server that always answers `status`. */
+  const scoreAnswering = async (status: number, output: string) => {
+    const calls: string[] = [];
+    const sleeps: number[] = [];
+    const { summary } = await scoreAll(
+      options(output),
+      realDeps({
+        fetch: answering(status, calls),
+        sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
+      }),
+    );
+    return { calls, sleeps, summary };
+  };
+  /** The failure scoreAll reports for that shard after `attempts` answers of `status`. */
+  const failedAfter = (status: number, attempts: number) => ({
+    shard: `${root}shards/sub/part-4.jsonl`,
+    status,
+    error: `answered ${status}`,
+    attempts,
   });
 
   it("a 4xx is final: one request, no sleep", async () => {
     for (const status of [400, 403, 404, 409, 413, 422]) {
-      const calls: string[] = [];
-      const sleeps: number[] = [];
-      const { summary } = await scoreAll(
-        options(`final-${status}`),
-        realDeps({
-          fetch: answering(status, calls),
-          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
-        }),
-      );
+      const { calls, sleeps, summary } = await scoreAnswering(status, `final-${status}`);
       expect(calls).toEqual([`${root}shards/sub/part-4.jsonl`]);
       expect(sleeps).toEqual([]);
-      expect(summary.failures).toEqual([
-        {
-          shard: `${root}shards/sub/part-4.jsonl`,
-          status,
-          error: `answered ${status}`,
-          attempts: 1,
-        },
-      ]);
+      expect(summary.failures).toEqual([failedAfter(status, 1)]);
     }
   });
 
   it("a 502 (and 408, 429, a dropped connection) is retried: 1 + retries requests, then fails", async () => {
     for (const status of [502, 500, 504, 408, 429]) {
-      const calls: string[] = [];
-      const sleeps: number[] = [];
-      const { summary } = await scoreAll(
-        options(`retried-${status}`),
-        realDeps({
-          fetch: answering(status, calls),
-          sleep: (ms) => (sleeps.push(ms), Promise.resolve()),
-        }),
-      );
+      const { calls, sleeps, summary } = await scoreAnswering(status, `retried-${status}`);
       expect(calls.length).toBe(3);
       // random() = 0.5 of 100·2^(attempt-1); no sleep after the last attempt.
       expect(sleeps).toEqual([50, 100]);
-      expect(summary.failures).toEqual([
-        {
-          shard: `${root}shards/sub/part-4.jsonl`,
-          status,
-          error: `answered ${status}`,
-          attempts: 3,
-        },
-      ]);
+      expect(summary.failures).toEqual([failedAfter(status, 3)]);
     }
     let n = 0;
     const dropped: typeof fetch = () => (n++, Promise.reject(new Error("connection refused")));

@@ -5,18 +5,28 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import onnxProto from "onnx-proto";
-import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
 import { gzip } from "../../lib/records.ts";
 import { FileStorage } from "../../lib/storage.ts";
 import { readManifestHeader } from "../../lib/manifest.ts";
-import { buildTestModel, jsonl, postScore as post, type TestModel } from "./fixtures.ts";
-import { faultStorage } from "./fault-storage.ts";
+import {
+  appPool,
+  buildTestModel,
+  jsonl,
+  postScore as post,
+  type TestModel,
+  thresholdRequests,
+} from "./fixtures.ts";
+import { faultStorage, racingWrites } from "./fault-storage.ts";
 
 const storage = new FileStorage();
 let dir: string;
 let root: string;
 let model: TestModel;
-const apps: ScoringApp[] = [];
+const { app, closeAll } = appPool(() => ({ storage, allowedRoots: [root] }));
+let outputs = 0;
+const thresholdRequest = thresholdRequests(() => root);
+const request = (overrides: Record<string, unknown> = {}) =>
+  thresholdRequest(`${root}good.jsonl`, overrides);
 
 beforeAll(async () => {
   dir = await Deno.makeTempDir({ prefix: "score-errors-" });
@@ -30,26 +40,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const app of apps) await app.close();
+  await closeAll();
   await Deno.remove(dir, { recursive: true });
 });
-
-function app(options: Partial<AppOptions> = {}): ScoringApp {
-  const a = createApp({ storage, allowedRoots: [root], ...options });
-  apps.push(a);
-  return a;
-}
-
-let outputs = 0;
-function request(overrides: Record<string, unknown> = {}) {
-  return {
-    model: `${root}model.onnx`,
-    input: `${root}good.jsonl`,
-    output: `${root}out/m${outputs++}.manifest.jsonl`,
-    policy: { kind: "threshold", threshold: 0 },
-    ...overrides,
-  };
-}
 
 async function shard(name: string, content: string | Uint8Array): Promise<string> {
   const path = `${dir}/${name}`;
@@ -376,14 +369,7 @@ describe("create-only manifests (If-None-Match: *)", () => {
 
   it("two replicas racing on one shard: the write that loses the race (412) returns the winner's manifest", async () => {
     // Both replicas pass the existence check before either writes.
-    let arrivals = 0;
-    let release!: () => void;
-    const bothAtWrite = new Promise<void>((r) => (release = r));
-    const beforeWrite = async () => {
-      if (++arrivals === 2) release();
-      await bothAtWrite;
-    };
-    const faulty = faultStorage({ conditionalWrites: true, beforeWrite }, storage);
+    const faulty = racingWrites(storage);
     const req = request();
     const [a, b] = await Promise.all([
       post(app({ storage: faulty }), req),
@@ -395,16 +381,7 @@ describe("create-only manifests (If-None-Match: *)", () => {
   });
 
   it("two replicas racing with different policies: one wins, the other gets a 409", async () => {
-    let arrivals = 0;
-    let release!: () => void;
-    const bothAtWrite = new Promise<void>((r) => (release = r));
-    const faulty = faultStorage({
-      conditionalWrites: true,
-      beforeWrite: async () => {
-        if (++arrivals === 2) release();
-        await bothAtWrite;
-      },
-    }, storage);
+    const faulty = racingWrites(storage);
     const req = request();
     const [a, b] = await Promise.all([
       post(app({ storage: faulty }), req),

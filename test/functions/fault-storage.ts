@@ -59,6 +59,23 @@ export function faultStorage(faults: Faults, base: Storage): Storage {
   return new FaultStorage(faults, base);
 }
 
+/**
+ * S3's conditional create over `base`, with every write held until `writers` writes have arrived:
+ * racing replicas all pass the existence check before any of them writes.
+ */
+export function racingWrites(base: Storage, writers = 2): Storage {
+  let arrivals = 0;
+  let release!: () => void;
+  const allAtWrite = new Promise<void>((r) => (release = r));
+  return faultStorage({
+    conditionalWrites: true,
+    beforeWrite: async () => {
+      if (++arrivals === writers) release();
+      await allAtWrite;
+    },
+  }, base);
+}
+
 class FaultStorage extends BaseStorage {
   #writeLock = Promise.resolve();
 

@@ -9,7 +9,8 @@ import { RaterConfigSchema } from "../../lib/config.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
-import type { ScoringApp } from "../../functions/app.ts";
+import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
+import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
 
 /** A calibrated DataRater export and its digest. */
 export interface TestModel {
@@ -109,4 +110,61 @@ export async function postScore(
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/**
+ * Apps for one test file, each over `defaults()` (read at creation: the file's root is only known
+ * after its beforeAll) with per-test overrides; `closeAll` in the file's afterAll.
+ */
+export function appPool(defaults: () => AppOptions) {
+  const apps: ScoringApp[] = [];
+  return {
+    app(options: Partial<AppOptions> = {}): ScoringApp {
+      const a = createApp({ ...defaults(), ...options });
+      apps.push(a);
+      return a;
+    },
+    async closeAll() {
+      for (const a of apps) await a.close();
+    },
+  };
+}
+
+/**
+ * Score requests with the model at `<root>model.onnx` and a threshold-0 policy, each to an output
+ * of its own under `<root>out/` (so no test sees another's manifest as cached).
+ */
+export function thresholdRequests(root: () => string) {
+  let outputs = 0;
+  return (input: string, overrides: Record<string, unknown> = {}) => ({
+    model: `${root()}model.onnx`,
+    input,
+    output: `${root()}out/m${outputs++}.manifest.jsonl`,
+    policy: { kind: "threshold", threshold: 0 },
+    ...overrides,
+  });
+}
+
+/** A {@link TempS3} with a model written to `modelUri`. */
+export interface S3Rig extends TempS3 {
+  model: TestModel;
+}
+
+/** Starts an {@link S3Rig}; {@link stopS3Rig} undoes it. */
+export async function startS3Rig(options: {
+  prefix: string;
+  buckets: string[];
+  modelUri: string;
+  model: Parameters<typeof buildTestModel>[0];
+}): Promise<S3Rig> {
+  const temp = await startTempS3(options.prefix, options.buckets);
+  const model = await buildTestModel(options.model);
+  await temp.storage.write(options.modelUri, model.bytes);
+  return { ...temp, model };
+}
+
+/** Closes `app` (before the storage it reads), then the rest of the rig. */
+export async function stopS3Rig(rig: S3Rig | undefined, app: ScoringApp | undefined) {
+  await app?.close();
+  await stopTempS3(rig);
 }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { createApp, type ScoringApp } from "../../functions/app.ts";
 import { FileStorage } from "../../lib/storage.ts";
 import { buildTestModel } from "./fixtures.ts";
+import { probeWhile } from "../../scripts/bench/lib/probe-schedule.ts";
 
 let dir: string;
 let app: ScoringApp;
@@ -32,7 +33,6 @@ it("/healthz answers within the probe timeout while a shard of 20 MB lines is sc
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
   const base = `http://127.0.0.1:${server.addr.port}`;
   try {
-    let scoring = true;
     const scored = fetch(`${base}/v1/score`, {
       method: "POST",
       body: JSON.stringify({
@@ -41,24 +41,12 @@ it("/healthz answers within the probe timeout while a shard of 20 MB lines is sc
         output: `file://${dir}/large.manifest.jsonl`,
         policy: { kind: "threshold", threshold: 0 },
       }),
-    }).then(async (res) => ({ status: res.status, body: await res.json() }))
-      .finally(() => scoring = false);
-    // Probes go out on a fixed schedule, as the kubelet's do, and each is timed from when it was
-    // due: a blocked event loop delays the probe's own timer as much as the answer.
-    const latencies: number[] = [];
-    const probes: Promise<void>[] = [];
-    const start = performance.now();
-    for (let k = 1; scoring; k++) {
-      const due = start + 50 * k;
-      await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
-      probes.push((async () => {
-        const res = await fetch(`${base}/healthz`);
-        expect(await res.json()).toEqual({ status: "ok" });
-        latencies.push(performance.now() - due);
-      })());
-    }
-    await Promise.all(probes);
-    const result = await scored;
+    }).then(async (res) => ({ status: res.status, body: await res.json() }));
+    // Probes go out on a fixed schedule, as the kubelet's do.
+    const { result, latencies } = await probeWhile(scored, 50, async () => {
+      const res = await fetch(`${base}/healthz`);
+      expect(await res.json()).toEqual({ status: "ok" });
+    });
     expect(result.status).toBe(201);
     expect(result.body.counts.records).toBe(3);
     expect(latencies.length).toBeGreaterThan(1);

@@ -21,7 +21,13 @@ import {
   type UriStorage,
 } from "../../lib/storage.ts";
 import { hostTag, tempFileOwner } from "../../lib/tempfiles.ts";
-import { buildTestModel, jsonl, postScore as post, type TestModel } from "./fixtures.ts";
+import {
+  buildTestModel,
+  jsonl,
+  postScore as post,
+  type TestModel,
+  thresholdRequests,
+} from "./fixtures.ts";
 
 const SECRET = "SECRET-CONTENT-root:x:0:0:do-not-echo";
 let dir: string;
@@ -90,14 +96,26 @@ afterAll(async () => {
 });
 
 let n = 0;
-function fileReq(overrides: Record<string, unknown> = {}) {
-  return {
-    model: `${root}model.onnx`,
-    input: `${root}good.jsonl`,
-    output: `${root}out/m${n++}.manifest.jsonl`,
-    policy: { kind: "threshold", threshold: 0 },
-    ...overrides,
-  };
+const thresholdRequest = thresholdRequests(() => root);
+const fileReq = (overrides: Record<string, unknown> = {}) =>
+  thresholdRequest(`${root}good.jsonl`, overrides);
+
+/**
+ * Runs `script` in a child Deno and kills it with -9 once it prints (it prints when it holds the
+ * file under test open): what a crashed writer leaves behind. The child's pid.
+ */
+async function killAfterFirstOutput(script: string): Promise<{ pid: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await reader.read();
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  return { pid: child.pid };
 }
 
 async function outsideNames(): Promise<string[]> {
@@ -368,16 +386,8 @@ describe("FileStorage writes", () => {
       }, { highWaterMark: 0 });
       await new FileStorage().write(${JSON.stringify(`${folder}/big.jsonl`)}, body);
     `;
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["eval", script],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const reader = child.stdout.getReader();
-      await reader.read(); // "writing": the temporary file exists and is open
-      child.kill("SIGKILL");
-      await child.status;
-      reader.releaseLock();
+      // "writing": the temporary file exists and is open.
+      const child = await killAfterFirstOutput(script);
       const left = (await Array.fromAsync(Deno.readDir(folder))).map((e) => e.name);
       expect(left).toHaveLength(1);
       expect(tempFileOwner(left[0])?.pid).toBe(child.pid);
@@ -407,16 +417,7 @@ describe("spool files of a killed scorer", () => {
       console.log("spooling");
       await new Promise(() => {});
     `;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["eval", script],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const reader = child.stdout.getReader();
-    await reader.read();
-    child.kill("SIGKILL");
-    await child.status;
-    reader.releaseLock();
+    const child = await killAfterFirstOutput(script);
     await Deno.writeTextFile(`${spoolDir}/unrelated.txt`, "kept");
     const [left] = (await Array.fromAsync(Deno.readDir(spoolDir)))
       .map((e) => e.name).filter((x) => x.startsWith(SPOOL_PREFIX));

@@ -5,17 +5,18 @@
  * caller's 4xx, and storage errors are told apart by class, not by name.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
+import type { ScoringApp } from "../../functions/app.ts";
 import { readManifest, readManifestHeader } from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
 import { FileStorage } from "../../lib/storage.ts";
 import { faultStorage } from "./fault-storage.ts";
-import { buildTestModel, jsonl } from "./fixtures.ts";
+import { appPool, buildTestModel, jsonl, thresholdRequests } from "./fixtures.ts";
 
 const storage = new FileStorage();
 let dir: string;
 let root: string;
-const apps: ScoringApp[] = [];
+const { app, closeAll } = appPool(() => ({ storage, allowedRoots: [root] }));
+const request = thresholdRequests(() => root);
 
 beforeAll(async () => {
   dir = await Deno.makeTempDir({ prefix: "score-limits-" });
@@ -24,26 +25,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const app of apps) await app.close();
+  await closeAll();
   await Deno.remove(dir, { recursive: true });
 });
-
-function app(options: Partial<AppOptions> = {}): ScoringApp {
-  const a = createApp({ storage, allowedRoots: [root], ...options });
-  apps.push(a);
-  return a;
-}
-
-let outputs = 0;
-function request(input: string, overrides: Record<string, unknown> = {}) {
-  return {
-    model: `${root}model.onnx`,
-    input,
-    output: `${root}out/m${outputs++}.manifest.jsonl`,
-    policy: { kind: "threshold", threshold: 0 },
-    ...overrides,
-  };
-}
 
 async function shard(name: string, content: string | Uint8Array): Promise<string> {
   if (typeof content === "string") await Deno.writeTextFile(`${dir}/${name}`, content);

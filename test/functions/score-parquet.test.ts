@@ -13,19 +13,20 @@ import {
   readManifest,
   verifyManifest,
 } from "../../lib/manifest.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import type { UriStorage } from "../../lib/storage.ts";
 import { parquetBytes, recordsParquet } from "../lib/parquet-fixtures.ts";
 import { faultStorage } from "./fault-storage.ts";
 import {
-  buildTestModel,
   postScore as score,
   referenceTexts,
+  type S3Rig,
   scoreDirect,
+  startS3Rig,
+  stopS3Rig,
   type TestModel,
 } from "./fixtures.ts";
 
-let s3: S3Server;
+let rig: S3Rig;
 let storage: UriStorage;
 let tmp: string;
 let model: TestModel;
@@ -33,20 +34,17 @@ let app: ScoringApp;
 const MODEL = "s3://corpus/models/rater.onnx";
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "score-parquet-" });
-  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus"] });
-  storage = createStorage({ s3: s3.settings });
-  model = await buildTestModel({ kind: "mlp", seqLen: 32 });
-  await storage.write(MODEL, model.bytes);
+  rig = await startS3Rig({
+    prefix: "score-parquet-",
+    buckets: ["corpus"],
+    modelUri: MODEL,
+    model: { kind: "mlp", seqLen: 32 },
+  });
+  ({ tmp, storage, model } = rig);
   app = createApp({ storage, allowedRoots: ["s3://corpus/", `file://${tmp}/`], batchSize: 16 });
 });
 
-afterAll(async () => {
-  await app?.close();
-  storage?.close();
-  await s3?.stop();
-  await Deno.remove(tmp, { recursive: true });
-});
+afterAll(() => stopS3Rig(rig, app));
 
 /** Scores `input` into `output` with the model above, keeping scores ≥ 0. */
 const scoreAtZero = (a: ScoringApp, input: string, output: string) =>

@@ -19,20 +19,20 @@ import {
   verifyManifest,
 } from "../../lib/manifest.ts";
 import { encodeJsonl, encodeJsonlGz } from "../../lib/records.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import type { UriStorage } from "../../lib/storage.ts";
 import {
-  buildTestModel,
   postScore as score,
   referenceTexts,
+  type S3Rig,
   scoreDirect,
+  startS3Rig,
+  stopS3Rig,
   type TestModel,
 } from "./fixtures.ts";
-import { faultStorage } from "./fault-storage.ts";
+import { faultStorage, racingWrites } from "./fault-storage.ts";
 
-let s3: S3Server;
+let rig: S3Rig;
 let storage: UriStorage;
-let tmp: string;
 let model: TestModel;
 let app: ScoringApp;
 const MODEL = "s3://corpus/models/rater.onnx";
@@ -45,11 +45,13 @@ interface ShardFixture {
 const shards: ShardFixture[] = [];
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "score-s3-" });
-  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["corpus", "other"] });
-  storage = createStorage({ s3: s3.settings });
-  model = await buildTestModel({ kind: "transformer", seqLen: 48 });
-  await storage.write(MODEL, model.bytes);
+  rig = await startS3Rig({
+    prefix: "score-s3-",
+    buckets: ["corpus", "other"],
+    modelUri: MODEL,
+    model: { kind: "transformer", seqLen: 48 },
+  });
+  ({ storage, model } = rig);
   // 8 shards of varied size, half gzip, records drawn like the calibration's reference sample.
   for (let s = 0; s < 8; s++) {
     const texts = referenceTexts(150 + 37 * s, 100 + s);
@@ -61,12 +63,11 @@ beforeAll(async () => {
   app = createApp({ storage, allowedRoots: ["s3://corpus/"], batchSize: 64 });
 });
 
-afterAll(async () => {
-  await app?.close();
-  storage?.close();
-  await s3?.stop();
-  await Deno.remove(tmp, { recursive: true });
-});
+afterAll(() => stopS3Rig(rig, app));
+
+/** Scores `shard` into `output` with the model above. */
+const scoreShard = (a: ScoringApp, shard: ShardFixture, output: string, policy: unknown) =>
+  score(a, { model: MODEL, input: shard.uri, output, policy });
 
 async function entriesOf(uri: string): Promise<ManifestEntry[]> {
   const { entries } = await readManifest(storage, uri);
@@ -93,12 +94,7 @@ describe("scoring shards in S3", () => {
   it("keepFraction: one global threshold from the calibration; counts and decisions exact", async () => {
     const shard = shards[0];
     const output = "s3://corpus/manifests/kf/part-0.manifest.jsonl";
-    const r = await score(app, {
-      model: MODEL,
-      input: shard.uri,
-      output,
-      policy: { kind: "keepFraction", fraction: 0.25 },
-    });
+    const r = await scoreShard(app, shard, output, { kind: "keepFraction", fraction: 0.25 });
     expect(r.status).toBe(201);
     const t = thresholdForKeepFraction(model.calibration, 0.25);
     expect(r.body.threshold).toBe(t);
@@ -123,12 +119,7 @@ describe("scoring shards in S3", () => {
     const shard = shards[1];
     const output = "s3://corpus/manifests/th/part-1.manifest.jsonl";
     const threshold = model.calibration.quantiles[60];
-    const r = await score(app, {
-      model: MODEL,
-      input: shard.uri,
-      output,
-      policy: { kind: "threshold", threshold },
-    });
+    const r = await scoreShard(app, shard, output, { kind: "threshold", threshold });
     expect(r.status).toBe(201);
     expect(r.body.threshold).toBe(threshold);
     await expectManifestMatches(output, shard, (_id, s) => s >= threshold);
@@ -141,12 +132,12 @@ describe("scoring shards in S3", () => {
       deterministicUniform(id, 11) < acceptProbability(percentileOf(model.calibration, s), 3, 4);
     const out1 = "s3://corpus/manifests/topk/a.manifest.jsonl";
     const out2 = "s3://corpus/manifests/topk/b.manifest.jsonl";
-    const r1 = await score(app, { model: MODEL, input: shard.uri, output: out1, policy });
+    const r1 = await scoreShard(app, shard, out1, policy);
     expect(r1.status).toBe(201);
     expect(r1.body.threshold).toBeNull();
     const e1 = await expectManifestMatches(out1, shard, keep);
     // Same request to another output: the same decisions, record by record.
-    const r2 = await score(app, { model: MODEL, input: shard.uri, output: out2, policy });
+    const r2 = await scoreShard(app, shard, out2, policy);
     expect(r2.status).toBe(201);
     expect((await entriesOf(out2)).map((e) => e.keep)).toEqual(e1.map((e) => e.keep));
   });
@@ -154,12 +145,7 @@ describe("scoring shards in S3", () => {
   it("the reader library streams the kept ids and kept records of a scored shard", async () => {
     const shard = shards[3];
     const output = "s3://corpus/manifests/reader/part-3.manifest.jsonl";
-    await score(app, {
-      model: MODEL,
-      input: shard.uri,
-      output,
-      policy: { kind: "keepFraction", fraction: 0.5 },
-    });
+    await scoreShard(app, shard, output, { kind: "keepFraction", fraction: 0.5 });
     const entries = await entriesOf(output);
     const keptEntries = entries.filter((e) => e.keep);
     expect(await Array.fromAsync(keptIds(storage, output))).toEqual(keptEntries.map((e) => e.id));
@@ -171,14 +157,11 @@ describe("scoring shards in S3", () => {
 
   it("many simultaneous requests for different shards all complete with correct manifests", async () => {
     const policy = { kind: "threshold", threshold: model.calibration.quantiles[50] };
-    const results = await Promise.all(shards.map((shard, s) =>
-      score(app, {
-        model: MODEL,
-        input: shard.uri,
-        output: `s3://corpus/manifests/many/part-${s}.manifest.jsonl`,
-        policy,
-      })
-    ));
+    const results = await Promise.all(
+      shards.map((shard, s) =>
+        scoreShard(app, shard, `s3://corpus/manifests/many/part-${s}.manifest.jsonl`, policy)
+      ),
+    );
     expect(results.map((r) => r.status)).toEqual(shards.map(() => 201));
     for (let s = 0; s < shards.length; s++) {
       const entries = await expectManifestMatches(
@@ -207,16 +190,7 @@ describe("scoring shards in S3", () => {
 
   it("two replicas racing on one shard over S3 conditional writes: one manifest, one cached answer", async () => {
     // s3rver ignores If-None-Match: the wrapper gives it S3's atomic create-only semantics.
-    let arrivals = 0;
-    let release!: () => void;
-    const bothAtWrite = new Promise<void>((r) => (release = r));
-    const faulty = faultStorage({
-      conditionalWrites: true,
-      beforeWrite: async () => {
-        if (++arrivals === 2) release();
-        await bothAtWrite;
-      },
-    }, storage);
+    const faulty = racingWrites(storage);
     const replicas = [0, 1].map(() =>
       createApp({ storage: faulty, allowedRoots: ["s3://corpus/"] })
     );
@@ -244,12 +218,7 @@ describe("scoring shards in S3", () => {
     const a = createApp({ storage: faulty, allowedRoots: ["s3://corpus/"], batchSize: 16 });
     try {
       const output = "s3://corpus/manifests/crash/part-6.manifest.jsonl";
-      const r = await score(a, {
-        model: MODEL,
-        input: shard.uri,
-        output,
-        policy: { kind: "threshold", threshold: 0 },
-      });
+      const r = await scoreShard(a, shard, output, { kind: "threshold", threshold: 0 });
       expect(r.status).toBe(502);
       expect(await storage.stat(output)).toBeNull();
       expect(await Array.fromAsync(storage.list("s3://corpus/manifests/crash/"))).toEqual([]);

@@ -11,6 +11,10 @@ const running = async (pid: number) => {
   }
 };
 
+/** A tracked bash child running `script`, its stdout piped to the test. */
+const trackedBash = (script: string) =>
+  track(new Deno.Command("bash", { args: ["-c", script], stdout: "piped" }).spawn());
+
 describe("child processes", () => {
   it("stops tracked children with SIGTERM and forgets them once they exit", async () => {
     const child = track(new Deno.Command("sleep", { args: ["30"] }).spawn());
@@ -21,12 +25,7 @@ describe("child processes", () => {
   });
 
   it("kills a child that ignores SIGTERM once the grace period is over", async () => {
-    const child = track(
-      new Deno.Command("bash", {
-        args: ["-c", 'trap "" TERM; echo ready; while true; do sleep 0.05; done'],
-        stdout: "piped",
-      }).spawn(),
-    );
+    const child = trackedBash('trap "" TERM; echo ready; while true; do sleep 0.05; done');
     const reader = child.stdout.getReader();
     await reader.read(); // the trap is installed
     reader.releaseLock();
@@ -139,11 +138,8 @@ describe("forEachLine", () => {
   });
 
   it("reads a child's output line by line however the child flushes it", async () => {
-    const child = track(
-      new Deno.Command("bash", {
-        args: ["-c", "printf 'one\\ntw'; sleep 0.1; printf 'o\\nthr'; sleep 0.1; printf 'ee'"],
-        stdout: "piped",
-      }).spawn(),
+    const child = trackedBash(
+      "printf 'one\\ntw'; sleep 0.1; printf 'o\\nthr'; sleep 0.1; printf 'ee'",
     );
     const [lines, status] = await Promise.all([linesOf(child.stdout), child.status]);
     expect(status.success).toBe(true);

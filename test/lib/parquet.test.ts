@@ -8,32 +8,26 @@ import { parquetMetadata } from "hyparquet";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ParquetError, rangedFile } from "../../lib/parquet.ts";
 import { readRecords, type RecordEntry, RecordError } from "../../lib/records.ts";
-import { type S3Server, startS3Server } from "../../lib/s3-server.ts";
 import { loadDataset } from "../../training/data.ts";
 import {
-  createStorage,
   NotFoundError,
   ObjectChangedError,
   type Storage,
   type UriStorage,
 } from "../../lib/storage.ts";
+import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
 import { type FixtureCodec, parquetBytes, recordsParquet } from "./parquet-fixtures.ts";
 
+let temp: TempS3;
 let tmp: string;
-let s3: S3Server;
 let storage: UriStorage;
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "parquet-test-" });
-  s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["pq-bucket"] });
-  storage = createStorage({ s3: s3.settings });
+  temp = await startTempS3("parquet-test-", ["pq-bucket"]);
+  ({ tmp, storage } = temp);
 });
 
-afterAll(async () => {
-  storage?.close();
-  await s3?.stop();
-  await Deno.remove(tmp, { recursive: true });
-});
+afterAll(() => stopTempS3(temp));
 
 let fileCounter = 0;
 async function writeTemp(bytes: Uint8Array): Promise<string> {

@@ -44,6 +44,7 @@ import {
   VERSION,
 } from "../../cluster/metatraining.ts";
 import { CelError, evaluateCel } from "./cel.ts";
+import { concatBytes } from "./bytes.ts";
 
 // deno-lint-ignore no-explicit-any
 export type KubeObject = Record<string, any> & {
@@ -898,19 +899,9 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Uint8Array[] = [];
     req.on("data", (c: Uint8Array) => chunks.push(c));
-    req.on("end", () => resolve(new TextDecoder().decode(concat(chunks))));
+    req.on("end", () => resolve(new TextDecoder().decode(concatBytes(chunks))));
     req.on("error", reject);
   });
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }
 
 function withoutMetaAndStatus(obj: KubeObject): unknown {

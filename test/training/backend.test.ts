@@ -4,37 +4,21 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { expect, it } from "vitest";
-import { encodeBatch } from "../../lib/bytes.ts";
-import { InnerConfigSchema, RaterConfigSchema } from "../../lib/config.ts";
-import { type BackendName, useBackend } from "../../training/backend.ts";
-import { initLmArrays } from "../../training/lm.ts";
-import { metaGradient } from "../../training/meta-step.ts";
-import { disposeParams, toArrays, toTensors } from "../../training/params.ts";
-import { innerOptimizer } from "../../training/optim.ts";
-import { initRaterArrays } from "../../training/rater.ts";
-import { Rng } from "../../training/rng.ts";
+import type { BackendName } from "../../training/backend.ts";
+import { TINY_SEQ_LEN, tinyMetaGradient } from "../../training/tiny-meta-gradient.ts";
 import { toyCorpus } from "./toy.ts";
 
 const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
 const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
 
-async function metaGradientOn(backend: BackendName) {
-  await useBackend(backend);
-  const seqLen = 8;
-  const rater = RaterConfigSchema.parse({ kind: "mlp", dModel: 4, hidden: 4 });
-  const inner = InnerConfigSchema.parse({ dModel: 8, layers: 1, heads: 2, ffn: 8, lr: 1e-2 });
-  const rng = new Rng(11);
-  const eta = toTensors(initRaterArrays(rater, seqLen, rng));
-  const params = toTensors(initLmArrays(inner, seqLen, rng));
-  const corpus = toyCorpus(2, 8, 4, seqLen);
+/** The tiny config's meta-gradient on `backend`, over the toy corpus. */
+function metaGradientOn(backend: BackendName) {
+  const corpus = toyCorpus(2, 8, 4, TINY_SEQ_LEN);
   const texts = corpus.train.map((t) => t.text);
-  const r = await metaGradient(eta, { params, opt: innerOptimizer(inner).init(params) }, {
-    inner: [encodeBatch(texts.slice(0, 4), seqLen), encodeBatch(texts.slice(4), seqLen)],
-    outer: encodeBatch(corpus.heldout, seqLen),
-  }, { rater, inner });
-  const grads = await toArrays(r.grads);
-  for (const p of [eta, params, r.grads, r.next.params]) disposeParams(p);
-  return { metaLoss: r.metaLoss, grads };
+  return tinyMetaGradient(backend, {
+    inner: [texts.slice(0, 4), texts.slice(4)],
+    outer: corpus.heldout,
+  });
 }
 
 it.skipIf(!adapter)("computes the same meta-gradient on WebGPU as on the CPU backend", async () => {

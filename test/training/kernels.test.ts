@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import { useBackend } from "../../training/backend.ts";
 import { installWasmKernels, wasmKernelsInstalled } from "../../training/kernels.ts";
 import { Rng } from "../../training/rng.ts";
+import { expectClose } from "../support/expect-close.ts";
 
 interface Case {
   a: number[];
@@ -80,14 +81,6 @@ function productCalls(f: () => void): Call[] {
     wasm._BatchMatMul = original;
   }
   return calls;
-}
-
-function expectClose(actual: Float32Array, expected: Float32Array, relTol: number) {
-  expect(actual.length).toBe(expected.length);
-  const scale = Math.max(...expected.map(Math.abs));
-  for (let i = 0; i < expected.length; i++) {
-    expect(Math.abs(actual[i] - expected[i]), `[${i}]`).toBeLessThanOrEqual(relTol * scale);
-  }
 }
 
 describe("tfjs-wasm kernel replacements", () => {

@@ -10,6 +10,7 @@ import { type BackendName, useBackend } from "../../training/backend.ts";
 import { blockShapes, initArrays, MASK_BIAS, selfAttention } from "../../training/nn.ts";
 import { toTensors } from "../../training/params.ts";
 import { Rng } from "../../training/rng.ts";
+import { expectClose } from "../support/expect-close.ts";
 
 interface Case {
   name: string;
@@ -83,14 +84,6 @@ function attentionSecondOrder(): Float32Array[] {
     )(names.map((n) => p[n]));
     return g.map((t) => t.dataSync() as Float32Array);
   });
-}
-
-function expectClose(actual: Float32Array, expected: Float32Array, relTol: number) {
-  expect(actual.length).toBe(expected.length);
-  const scale = Math.max(...expected.map(Math.abs));
-  for (let i = 0; i < expected.length; i++) {
-    expect(Math.abs(actual[i] - expected[i]), `[${i}]`).toBeLessThanOrEqual(relTol * scale);
-  }
 }
 
 describe("batched matmul on tfjs-wasm", () => {

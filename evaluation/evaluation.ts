@@ -37,13 +37,16 @@ import { useBackend } from "../training/backend.ts";
 import { Rng } from "../training/rng.ts";
 
 /** Baseline filters the evaluation can run. */
-export type BaselineMethod =
-  | "heuristic"
-  | "perplexity"
-  | "random"
-  | "fasttext"
-  | "oracle"
-  | "oracle-no-corrupt";
+export const BASELINE_METHODS = [
+  "heuristic",
+  "perplexity",
+  "random",
+  "fasttext",
+  "oracle",
+  "oracle-no-corrupt",
+] as const;
+/** One of {@link BASELINE_METHODS}. */
+export type BaselineMethod = (typeof BASELINE_METHODS)[number];
 
 /** What to evaluate. */
 export interface EvaluationInput {

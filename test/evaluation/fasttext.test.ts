@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { fastTextLine, trainFastTextClassifier } from "../../evaluation/fasttext.ts";
 import { classifierFilter, keepTop } from "../../evaluation/filters.ts";
 import type { EvalRecord } from "../../evaluation/data.ts";
+import { fastTextFlops } from "../../evaluation/evaluation.ts";
 import { loadBrown } from "../../corpus/prepare.ts";
 import { Rng } from "../../training/rng.ts";
 
@@ -53,6 +54,11 @@ describe("fastText classifier (DCLM-style baseline)", () => {
 
   it("reads a document as one line, as DCLM feeds fastText", () => {
     expect(fastTextLine("a\nb\r\n\nc")).toBe("a b c");
+  });
+
+  it("charges one dim-wide add per word and bigram, the average and a two-label output", () => {
+    // 3 words + end of line = 4 tokens, 3 bigrams: 7 adds of 100, the average, 2 × 2 × 100.
+    expect(fastTextFlops("a b\nc", 100)).toBe(7 * 100 + 100 + 400);
   });
 });
 

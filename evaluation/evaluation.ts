@@ -2,7 +2,8 @@
  * The downstream evaluation (issue 6, step 4): train byte-level LMs from scratch, same model,
  * optimiser and token budget, on all data (baseline), on DataRater-filtered data at each discard
  * fraction (read through the filter manifests), and on the baselines' data (C4/Gopher heuristics,
- * perplexity filtering, random dropping, the source-label oracle); evaluate each on the test sets;
+ * perplexity filtering, random dropping, a DCLM-style fastText classifier, the source-label
+ * oracle); evaluate each on the test sets;
  * compute net compute gains per seed. Every run is a resumable stage: its result object is written
  * once at the end, and a rerun skips runs whose result exists.
  *

@@ -1,8 +1,10 @@
 /**
  * The baselines the DataRater is compared against, as keep decisions over a dataset's records:
  * C4/Gopher heuristics (which also rewrite a record, removing lines), perplexity filtering that
- * keeps the middle of the perplexity distribution, random dropping, and the oracle that keeps
- * clean prose by its true source label (the ceiling; it reads `source`, which nothing else does).
+ * keeps the middle of the perplexity distribution, random dropping, quality-classifier filtering
+ * that keeps the top scores (the fastText baseline, trained in `./fasttext.ts`), and the oracle
+ * that keeps clean prose by its true source label (the ceiling; it reads `source`, which nothing
+ * else does).
  *
  * @example
  * ```ts

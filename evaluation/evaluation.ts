@@ -2,7 +2,8 @@
  * The downstream evaluation (issue 6, step 4): train byte-level LMs from scratch, same model,
  * optimiser and token budget, on all data (baseline), on DataRater-filtered data at each discard
  * fraction (read through the filter manifests), and on the baselines' data (C4/Gopher heuristics,
- * perplexity filtering, random dropping, the source-label oracle); evaluate each on the test sets;
+ * perplexity filtering, random dropping, a DCLM-style fastText classifier, the source-label
+ * oracle); evaluate each on the test sets;
  * compute net compute gains per seed. Every run is a resumable stage: its result object is written
  * once at the end, and a rerun skips runs whose result exists.
  *
@@ -18,7 +19,10 @@ import { joinUri } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
 import { type EvalRecord, loadRecords, loadScores, writeRecordShards } from "./data.ts";
+import { DEFAULT_FASTTEXT, fastTextLine, trainFastTextClassifier } from "./fasttext.ts";
 import {
+  classifierFilter,
+  type ClassifierScores,
   type FilterOutput,
   heuristicBaseline,
   keepRatesBySource,
@@ -31,14 +35,19 @@ import {
 import type { RunData, RunResult, RunSpec } from "./run.ts";
 import type { DownstreamConfig } from "./trainer.ts";
 import { useBackend } from "../training/backend.ts";
+import { Rng } from "../training/rng.ts";
 
 /** Baseline filters the evaluation can run. */
-export type BaselineMethod =
-  | "heuristic"
-  | "perplexity"
-  | "random"
-  | "oracle"
-  | "oracle-no-corrupt";
+export const BASELINE_METHODS = [
+  "heuristic",
+  "perplexity",
+  "random",
+  "fasttext",
+  "oracle",
+  "oracle-no-corrupt",
+] as const;
+/** One of {@link BASELINE_METHODS}. */
+export type BaselineMethod = (typeof BASELINE_METHODS)[number];
 
 /** What to evaluate. */
 export interface EvaluationInput {
@@ -47,6 +56,11 @@ export interface EvaluationInput {
   train: string;
   /** Reference data for the perplexity filter's LM (the rater's held-out split). */
   heldout: string;
+  /**
+   * The target set: the fastText classifier's positives (the pool's train split gives its
+   * negatives). Default: `heldout`.
+   */
+  target?: string;
   /** Test set name → prefix. */
   testSets: Record<string, string>;
   /** The test set the headline figures use. */
@@ -113,11 +127,33 @@ export interface EvaluationResult {
   lowestRated: { score: number; source: string; text: string }[];
   highestRated: { score: number; source: string; text: string }[];
   heuristicReasons: Record<string, number>;
+  /** The fastText baseline's classifier, when it ran. */
+  classifier?: ClassifierStats;
   config: {
     downstream: DownstreamConfig;
     transfer?: DownstreamConfig;
     raterFlopsPerRecord: number;
   };
+}
+
+/** What the fastText baseline's classifier was trained on and how fast it scores. */
+export interface ClassifierStats {
+  positives: number;
+  negatives: number;
+  trainSeconds: number;
+  /** Bytes of the train split scored. */
+  scoredBytes: number;
+  /** Scoring throughput on one thread (fastText's predict is single-threaded here). */
+  mbPerSecondPerCore: number;
+}
+
+/**
+ * fastText's forward FLOPs for one text: one `dim`-wide add per word and word bigram (plus the
+ * end-of-line token fastText appends), the average, and the two-label output layer.
+ */
+export function fastTextFlops(text: string, dim: number): number {
+  const words = fastTextLine(text).split(/\s+/).filter(Boolean).length + 1;
+  return (2 * words - 1) * dim + dim + 2 * 2 * dim;
 }
 
 const RUN_SCRIPT = fileURLToPath(new URL("./run.ts", import.meta.url));
@@ -198,6 +234,7 @@ export async function runEvaluation(
   const filterFlops: Record<string, number> = {};
   const keepRates: Record<string, Record<string, number>> = {};
   let heuristicReasons: Record<string, number> = {};
+  let classifier: ClassifierStats | undefined;
 
   // --- Baseline filters, materialised as record shards (a finished one has `_done.json`).
   const datasets: { key: string; method: string; fraction: number | null; data: RunData }[] = [
@@ -275,6 +312,23 @@ export async function runEvaluation(
       );
       datasets.push({ key, method: "perplexity", fraction: f, data: { kind: "records", prefix } });
     }
+  }
+  if (input.baselines.includes("fasttext")) {
+    const statsUri = out("filtered/fasttext-classifier.json");
+    let scorer: ClassifierScores | null = null;
+    const getScorer = async () => {
+      if (!scorer) scorer = await fastTextScores(storage, input, train, statsUri, log);
+      return scorer;
+    };
+    for (const f of input.fractions) {
+      const key = `fasttext@${pct(f)}`;
+      const prefix = await materialise(
+        key,
+        async () => classifierFilter(train, await getScorer(), f),
+      );
+      datasets.push({ key, method: "fasttext", fraction: f, data: { kind: "records", prefix } });
+    }
+    classifier = (await storage.readJsonIfExists<ClassifierStats>(statsUri)) ?? undefined;
   }
   for (const f of input.fractions) {
     const manifests = input.raterManifests[String(f)];
@@ -445,10 +499,66 @@ export async function runEvaluation(
     lowestRated,
     highestRated,
     heuristicReasons,
+    classifier,
     config: {
       downstream: input.downstream,
       transfer: input.transfer?.downstream,
       raterFlopsPerRecord: input.raterFlopsPerRecord,
     },
   };
+}
+
+/**
+ * Trains the DCLM-style classifier (the target set as positives, an equal-sized seeded sample of
+ * the train split as negatives, as DCLM balances them), scores every train record by P(hq), and
+ * writes what it was trained on and its scoring throughput to `statsUri`.
+ */
+async function fastTextScores(
+  storage: Storage,
+  input: EvaluationInput,
+  train: readonly EvalRecord[],
+  statsUri: string,
+  log: (line: string) => void,
+): Promise<ClassifierScores> {
+  const target = input.target ?? input.heldout;
+  log(`[${input.variant}] training the fastText classifier: positives ${target}`);
+  const positives = (await loadRecords(storage, target)).map((r) => r.text);
+  const rng = new Rng(4321);
+  const order = train.map((_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const negatives = order.slice(0, Math.min(train.length, positives.length)).map((i) =>
+    train[i].text
+  );
+  const clf = await trainFastTextClassifier(positives, negatives, DEFAULT_FASTTEXT);
+  try {
+    const texts = train.map((r) => r.text);
+    const start = performance.now();
+    const scores = clf.score(texts);
+    const seconds = (performance.now() - start) / 1000;
+    const encoder = new TextEncoder();
+    const scoredBytes = texts.reduce((n, t) => n + encoder.encode(t).length, 0);
+    const stats: ClassifierStats = {
+      positives: positives.length,
+      negatives: negatives.length,
+      trainSeconds: clf.trainSeconds,
+      scoredBytes,
+      mbPerSecondPerCore: scoredBytes / 1e6 / Math.max(seconds, 1e-9),
+    };
+    await storage.write(statsUri, JSON.stringify(stats) + "\n");
+    log(
+      `[${input.variant}] fastText: ${positives.length} positives, ${negatives.length} negatives, ` +
+        `trained in ${stats.trainSeconds.toFixed(1)} s, scores ${
+          stats.mbPerSecondPerCore.toFixed(1)
+        } MB/s per core`,
+    );
+    return {
+      scores,
+      inferenceFlops: texts.reduce((n, t) => n + fastTextFlops(t, DEFAULT_FASTTEXT.dim), 0),
+    };
+  } finally {
+    clf.dispose();
+  }
 }

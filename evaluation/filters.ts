@@ -1,8 +1,10 @@
 /**
  * The baselines the DataRater is compared against, as keep decisions over a dataset's records:
  * C4/Gopher heuristics (which also rewrite a record, removing lines), perplexity filtering that
- * keeps the middle of the perplexity distribution, random dropping, and the oracle that keeps
- * clean prose by its true source label (the ceiling; it reads `source`, which nothing else does).
+ * keeps the middle of the perplexity distribution, random dropping, quality-classifier filtering
+ * that keeps the top scores (the fastText baseline, trained in `./fasttext.ts`), and the oracle
+ * that keeps clean prose by its true source label (the ceiling; it reads `source`, which nothing
+ * else does).
  *
  * @example
  * ```ts
@@ -81,6 +83,32 @@ export function keepMiddle<T>(
   const low = Math.floor(drop / 2);
   const keep = new Set(order.slice(low, items.length - (drop - low)));
   return items.filter((_, i) => keep.has(i));
+}
+
+/**
+ * Keeps the highest-scored `1 - discard`: drops exactly round(n·discard) records, the lowest scores
+ * first (ties broken by position, so the result is deterministic).
+ */
+export function keepTop<T>(items: readonly T[], scores: ArrayLike<number>, discard: number): T[] {
+  const order = items.map((_, i) => i).sort((a, b) => scores[a] - scores[b] || a - b);
+  const dropped = new Set(order.slice(0, Math.round(items.length * discard)));
+  return items.filter((_, i) => !dropped.has(i));
+}
+
+/** A quality classifier's P(hq) of every record of the train split, in order. */
+export interface ClassifierScores {
+  scores: Float64Array;
+  /** Classifier inference FLOPs over all records scored (charged to the filter's gain). */
+  inferenceFlops: number;
+}
+
+/** DCLM-style classifier filtering: keep the records the classifier rates most like the target. */
+export function classifierFilter(
+  records: readonly EvalRecord[],
+  scorer: ClassifierScores,
+  discard: number,
+): FilterOutput {
+  return { kept: keepTop(records, scorer.scores, discard), inferenceFlops: scorer.inferenceFlops };
 }
 
 /** Per-record perplexity scores from a small LM trained on held-out data. */

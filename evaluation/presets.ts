@@ -32,6 +32,7 @@ const ALL_BASELINES: BaselineMethod[] = [
   "heuristic",
   "perplexity",
   "random",
+  "fasttext",
   "oracle",
   "oracle-no-corrupt",
 ];

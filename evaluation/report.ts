@@ -17,7 +17,14 @@
 import { joinUri } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
 import type { SeedSummary } from "./compute-gain.ts";
-import { type EvaluationResult, type MethodGain, pct, type RunSummary } from "./evaluation.ts";
+import {
+  type ClassifierStats,
+  type EvaluationResult,
+  type MethodGain,
+  pct,
+  type RunSummary,
+} from "./evaluation.ts";
+import { DEFAULT_FASTTEXT } from "./fasttext.ts";
 
 /** One claim of the issue, measured. */
 export interface Check {
@@ -59,8 +66,15 @@ export interface ReportJson {
     scoreBySource: Record<string, { mean: number; count: number }>;
   } | null;
   checks: Check[];
+  /** The fastText baseline's classifier (training set sizes, scoring throughput), when it ran. */
+  classifier: ClassifierStats | null;
   timings: Record<string, number>;
 }
+
+/** Baselines run at every discard fraction. */
+const FRACTION_BASELINES = ["perplexity", "random", "fasttext"];
+/** Baselines DataRater's final NLL is compared with, each at its best setting. */
+const COMPARED_BASELINES = ["heuristic", ...FRACTION_BASELINES];
 
 const fmt = (x: number | null | undefined, digits = 3) =>
   x === null || x === undefined || !Number.isFinite(x) ? "n/a" : x.toFixed(digits);
@@ -134,13 +148,13 @@ export function nllPlotSvg(
 ): string {
   const groups = new Map<string, RunSummary[]>();
   for (const r of ev.runs.filter((r) => r.size === size)) {
-    // Random and perplexity at every fraction would crowd the plot: show their best fraction only.
+    // Baselines at every fraction would crowd the plot: show each one's best fraction only.
     const key = label(r.method, r.fraction);
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
   const keepKey = (k: string) => {
     const [m] = k.split("@");
-    if (m !== "random" && m !== "perplexity") return true;
+    if (!FRACTION_BASELINES.includes(m)) return true;
     const bf = bestFraction(ev, size, m);
     return bf !== null && k === label(m, bf);
   };
@@ -250,7 +264,7 @@ export function checks(ev: EvaluationResult): Check[] {
     });
   }
   const drLoss = dr?.byTest[t].finalLoss.mean ?? null;
-  for (const m of ["heuristic", "perplexity", "random"]) {
+  for (const m of COMPARED_BASELINES) {
     const fractions = m === "heuristic" ? [null] : ev.fractions;
     const losses = fractions.map((f) => gainOf(ev, m, f)?.byTest[t].finalLoss.mean).filter((
       x,
@@ -373,7 +387,7 @@ function targetSetSection(ts: EvaluationResult, ev: EvaluationResult, json: Repo
   const finalAt = (e: EvaluationResult, method: string, fraction: number | null) =>
     gainOf(e, method, fraction)?.byTest[t]?.finalLoss.mean;
   const dr = best === null ? undefined : finalAt(ts, "datarater", best);
-  const others = ["heuristic", "perplexity", "random"].map((m) => {
+  const others = COMPARED_BASELINES.map((m) => {
     const g = ev.gains.filter((x) => x.method === m && x.size === "small");
     let bestOf: number | null = null;
     for (const x of g) {
@@ -483,6 +497,7 @@ export async function writeReport(
       }
       : null,
     checks: checkList,
+    classifier: ev.classifier ?? null,
     timings: input.timings,
   };
 
@@ -572,6 +587,18 @@ export async function writeReport(
     `- Rater inference: ${
       ev.config.raterFlopsPerRecord.toExponential(2)
     } FLOPs per record, charged for all ${ev.trainRecords} train records at every fraction.`,
+    ...(ev.classifier
+      ? [
+        `- fastText baseline (DCLM-style): the real fastText (WebAssembly build), trained on ` +
+        `${ev.classifier.positives} target-set documents as \`__label__hq\` and ` +
+        `${ev.classifier.negatives} sampled train-split records as \`__label__lq\` ` +
+        `(word bigrams, dim ${DEFAULT_FASTTEXT.dim}, ${DEFAULT_FASTTEXT.epoch} epochs, one ` +
+        `thread, seed ${DEFAULT_FASTTEXT.seed}) in ${ev.classifier.trainSeconds.toFixed(1)} s; ` +
+        `keeps the records with the highest P(hq). Scoring throughput ` +
+        `**${ev.classifier.mbPerSecondPerCore.toFixed(1)} MB/s per core** ` +
+        `(${(ev.classifier.scoredBytes / 1e6).toFixed(2)} MB of train text).`,
+      ]
+      : []),
     `- Seeds: ${
       ev.seeds.join(", ")
     } (each filtered run is compared with the baseline of the same seed).`,

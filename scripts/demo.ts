@@ -371,6 +371,8 @@ export async function runDemo(
           variant: "mixture",
           train: c("train"),
           heldout: c("heldout"),
+          // The fastText baseline learns the user's target set, as the target-set rater does.
+          target: c("cleanOnlyHeldout"),
           testSets: { testClean: c("testClean"), test: c("test") },
           primaryTest: "testClean",
           raterManifests: manifests,

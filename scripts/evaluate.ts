@@ -22,7 +22,12 @@ import { joinUri } from "../lib/config.ts";
 import { storageFromEnv } from "../lib/storage.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
-import { type BaselineMethod, pct, runEvaluation } from "../evaluation/evaluation.ts";
+import {
+  BASELINE_METHODS,
+  type BaselineMethod,
+  pct,
+  runEvaluation,
+} from "../evaluation/evaluation.ts";
 import { PRESETS } from "../evaluation/presets.ts";
 import { writeReport } from "../evaluation/report.ts";
 
@@ -30,7 +35,8 @@ const USAGE =
   `usage: deno task evaluate --train URI --heldout URI --test NAME=URI [--test NAME=URI …]
     --manifests PREFIX --model URI --output URI --report DIR
     [--primary-test NAME] [--preset default|quick|tiny] [--fractions 0.1,0.25,0.5,0.75] [--seeds 0,1]
-    [--baselines heuristic,perplexity,random,oracle] [--no-transfer] [--jobs N]`;
+    [--baselines heuristic,perplexity,random,fasttext,oracle,oracle-no-corrupt]
+    [--target URI (the fastText baseline's positives; default --heldout)] [--no-transfer] [--jobs N]`;
 
 /** A bad command line; printed with the usage, without a stack trace. */
 class UsageError extends Error {}
@@ -51,6 +57,7 @@ async function main() {
     options: {
       train: { type: "string" },
       heldout: { type: "string" },
+      target: { type: "string" },
       test: { type: "string", multiple: true },
       "primary-test": { type: "string" },
       manifests: { type: "string" },
@@ -97,7 +104,7 @@ async function main() {
   const baselines = (values.baselines?.split(",").map((s) => s.trim()).filter(Boolean) ??
     preset.baselines) as BaselineMethod[];
   for (const b of baselines) {
-    if (!["heuristic", "perplexity", "random", "oracle"].includes(b)) {
+    if (!(BASELINE_METHODS as readonly string[]).includes(b)) {
       throw new UsageError(`unknown baseline ${b}`);
     }
   }
@@ -109,6 +116,7 @@ async function main() {
     variant: "evaluation",
     train: values.train!,
     heldout: values.heldout!,
+    target: values.target,
     testSets,
     primaryTest,
     raterManifests: manifests,

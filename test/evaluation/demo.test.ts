@@ -55,8 +55,9 @@ describe("deno task demo (tiny preset)", () => {
   it("reports a finite best discard fraction and a final NLL for every run on both test sets", () => {
     expect(PRESETS.tiny.fractions).toContain(report.bestDiscardFraction);
     const runs = Object.entries(report.finalTestNll);
-    // baseline, heuristic, 2 oracles, 2 random, 2 perplexity, 2 DataRater, × 2 seeds, + 3 large runs.
-    expect(runs.length).toBe(10 * 2 + 3);
+    // baseline, heuristic, 2 oracles, 2 random, 2 perplexity, 2 fastText, 2 DataRater, × 2 seeds,
+    // + 3 large runs.
+    expect(runs.length).toBe(12 * 2 + 3);
     for (const [name, losses] of runs) {
       expect(Object.keys(losses).sort(), name).toEqual(["test", "testClean"]);
       for (const v of Object.values(losses)) expect(Number.isFinite(v), name).toBe(true);
@@ -161,6 +162,10 @@ describe("deno task demo (tiny preset)", () => {
       expect(kept(report.keepRates[`perplexity@${pct(f)}`]), `perplexity@${f}`).toBe(
         n - Math.round(n * f),
       );
+      // The fastText classifier keeps the top n - round(n·f) by P(hq).
+      expect(kept(report.keepRates[`fasttext@${pct(f)}`]), `fasttext@${f}`).toBe(
+        n - Math.round(n * f),
+      );
     }
     expect(kept(report.keepRates.oracle)).toBe(counts.prose);
     expect(kept(report.keepRates["oracle-no-corrupt"])).toBe(
@@ -180,11 +185,27 @@ describe("deno task demo (tiny preset)", () => {
     }
   });
 
+  it("reports the fastText classifier: balanced training set and its scoring throughput", () => {
+    const c = report.classifier!;
+    expect(c.positives).toBeGreaterThan(0);
+    // As many pool records as target-set documents (the pool is the larger set here).
+    expect(c.negatives).toBe(c.positives);
+    const n = Object.values(report.targetSet!.scoreBySource).reduce((a, v) => a + v.count, 0);
+    expect(n).toBeGreaterThan(c.positives);
+    expect(c.scoredBytes).toBeGreaterThan(n); // every train record scored, each > 1 byte
+    expect(Number.isFinite(c.mbPerSecondPerCore) && c.mbPerSecondPerCore > 0).toBe(true);
+    expect(c.trainSeconds).toBeGreaterThan(0);
+    expect(markdown).toContain(`**${c.mbPerSecondPerCore.toFixed(1)} MB/s per core**`);
+    expect(markdown).toContain(`| fasttext@25% |`);
+  });
+
   it("gives per-source keep rates in [0, 1] for the DataRater and every baseline", () => {
     const keys = Object.keys(report.keepRates).sort();
     expect(keys).toEqual([
       "datarater@25",
       "datarater@50",
+      "fasttext@25",
+      "fasttext@50",
       "heuristic",
       "oracle",
       "oracle-no-corrupt",
@@ -203,7 +224,7 @@ describe("deno task demo (tiny preset)", () => {
   });
 
   it("measures every claim of the issue and writes the plots", async () => {
-    expect(report.checks.length).toBe(7);
+    expect(report.checks.length).toBe(8);
     for (const c of report.checks) expect(typeof c.pass).toBe("boolean");
     // Each verdict is the one its figures give.
     const best = report.bestDiscardFraction!;
@@ -239,6 +260,10 @@ describe("deno task demo (tiny preset)", () => {
         drLoss < Math.min(...fractions.map((f) => nll(`random-${pct(f)}`))),
       ],
       [
+        "DataRater at its best fraction beats fasttext (its best setting) on final testClean NLL",
+        drLoss < Math.min(...fractions.map((f) => nll(`fasttext-${pct(f)}`))),
+      ],
+      [
         "the rater drops corrupted records at a far higher rate than clean prose",
         dropRatio >= 2,
       ],
@@ -267,7 +292,7 @@ describe("deno task demo (tiny preset)", () => {
     const rerun = await runDemo({ preset: PRESETS.tiny, output: dir, log: (l) => lines.push(l) });
     expect(lines.some((l) => l.includes("[prepare] reused"))).toBe(true);
     expect(lines.some((l) => l.includes("[meta-train mixture] reusing"))).toBe(true);
-    expect(lines.some((l) => /23 downstream runs, 23 already finished/.test(l))).toBe(true);
+    expect(lines.some((l) => /27 downstream runs, 27 already finished/.test(l))).toBe(true);
     // The rerun's report still states what the stages cost when they ran (summed over runs).
     const timings = (rerun.report as ReportJson).timings;
     expect(timings["meta-train (mixture)"]).toBeGreaterThanOrEqual(
@@ -275,6 +300,9 @@ describe("deno task demo (tiny preset)", () => {
     );
     expect(timings["meta-train (mixture)"]).toBeGreaterThan(0.5);
     expect(timings.total).toBeGreaterThanOrEqual(report.timings.total);
+    // The classifier's figures come back from its stored stats, not from scoring again.
+    expect((rerun.report as ReportJson).classifier).toEqual(report.classifier);
+    expect(lines.some((l) => l.includes("training the fastText classifier"))).toBe(false);
     const stages = [
       "prepare",
       ...["mixture", "clean-only", "target set"].flatMap((v) =>

@@ -9,7 +9,7 @@
 import type { TrainConfigInput } from "../lib/config.ts";
 import type { DownstreamConfig } from "./trainer.ts";
 import { DEFAULT_DOWNSTREAM } from "./trainer.ts";
-import type { BaselineMethod } from "./evaluation.ts";
+import { BASELINE_METHODS, type BaselineMethod } from "./evaluation.ts";
 
 /** One preset. */
 export interface DemoPreset {
@@ -28,14 +28,7 @@ export interface DemoPreset {
   jobs: number;
 }
 
-const ALL_BASELINES: BaselineMethod[] = [
-  "heuristic",
-  "perplexity",
-  "random",
-  "fasttext",
-  "oracle",
-  "oracle-no-corrupt",
-];
+const ALL_BASELINES: BaselineMethod[] = [...BASELINE_METHODS];
 
 /**
  * Real measurement: about 62 minutes end to end on two cores (2026-11-25; three raters, 57

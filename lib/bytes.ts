@@ -83,3 +83,17 @@ export function lmInputs(batch: ByteBatch): Int32Array {
   }
   return inputs;
 }
+
+/** The chunks one after another in one new array (`total`: their summed length, when known). */
+export function concatBytes(
+  chunks: Uint8Array[],
+  total = chunks.reduce((n, c) => n + c.length, 0),
+): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}

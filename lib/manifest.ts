@@ -592,22 +592,7 @@ export async function* keptRecords(
       manifestUri,
     );
   try {
-    for await (const entry of entries) {
-      let record: RecordEntry | undefined;
-      // Records without an entry were skipped by the scorer (invalid or duplicate): skip them too.
-      for (;;) {
-        const next = await records.next();
-        if (next.done) throw mismatch(`the shard ends before line ${entry.line}`);
-        if (next.value.line < entry.line) continue;
-        record = next.value;
-        break;
-      }
-      if (record.line !== entry.line || record.id !== entry.id) {
-        throw mismatch(
-          `entry for id ${JSON.stringify(entry.id)} at line ${entry.line}, shard has ` +
-            `id ${JSON.stringify(record.id)} at line ${record.line}`,
-        );
-      }
+    for await (const [entry, record] of joinEntries(entries, records, mismatch)) {
       if (entry.keep) yield { ...record, score: entry.score };
     }
     if (hashed) {
@@ -620,6 +605,36 @@ export async function* keptRecords(
     }
   } finally {
     await records.return(undefined);
+  }
+}
+
+/**
+ * Pairs each manifest entry with its shard record, in order. Records without an entry were skipped
+ * by the scorer (invalid or duplicate) and are skipped here too; a record that is missing, or has
+ * another id, is a mismatch (`unit` names a position: "line", or "row" for Parquet).
+ */
+export async function* joinEntries(
+  entries: AsyncIterable<ManifestEntry>,
+  records: AsyncIterator<RecordEntry>,
+  mismatch: (why: string) => Error,
+  unit = "line",
+): AsyncGenerator<[ManifestEntry, RecordEntry]> {
+  for await (const entry of entries) {
+    let record: RecordEntry;
+    for (;;) {
+      const next = await records.next();
+      if (next.done) throw mismatch(`the shard ends before ${unit} ${entry.line}`);
+      if (next.value.line < entry.line) continue;
+      record = next.value;
+      break;
+    }
+    if (record.line !== entry.line || record.id !== entry.id) {
+      throw mismatch(
+        `entry for id ${JSON.stringify(entry.id)} at ${unit} ${entry.line}, shard has ` +
+          `id ${JSON.stringify(record.id)} at ${unit} ${record.line}`,
+      );
+    }
+    yield [entry, record];
   }
 }
 

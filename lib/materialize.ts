@@ -27,6 +27,7 @@
  * console.log(summary.kept, "records kept");
  * ```
  */
+import { concatBytes } from "./bytes.ts";
 import { Duplex } from "node:stream";
 import { createGzip } from "node:zlib";
 import { Buffer } from "node:buffer";
@@ -34,6 +35,7 @@ import { createHash } from "node:crypto";
 import { type ColumnSource, fileWriter, ParquetWriter } from "hyparquet-writer";
 import { parquetMetadataAsync, type SchemaElement } from "hyparquet";
 import {
+  joinEntries,
   type ManifestEntry,
   ManifestError,
   type ManifestHeader,
@@ -45,7 +47,6 @@ import {
   parseRecordLine,
   peekStream,
   readRecords,
-  type RecordEntry,
   RecordError,
 } from "./records.ts";
 import { NotFoundError, parseUri, PreconditionFailedError, type Storage } from "./storage.ts";
@@ -514,16 +515,6 @@ async function joinJsonl(
   }
 }
 
-function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 /** Rows per output row group when the input's are larger (bounds the rows held). */
 const MAX_ROWS_PER_GROUP = 10_000;
 
@@ -564,21 +555,7 @@ async function joinParquet(
     onInvalid: "skip",
   });
   try {
-    for await (const entry of entries) {
-      let record: RecordEntry;
-      for (;;) {
-        const next = await records.next();
-        if (next.done) throw mismatch(`the shard ends before row ${entry.line}`);
-        if (next.value.line < entry.line) continue;
-        record = next.value;
-        break;
-      }
-      if (record.line !== entry.line || record.id !== entry.id) {
-        throw mismatch(
-          `entry for id ${JSON.stringify(entry.id)} at row ${entry.line}, shard has id ` +
-            `${JSON.stringify(record.id)} at row ${record.line}`,
-        );
-      }
+    for await (const [entry, record] of joinEntries(entries, records, mismatch, "row")) {
       const sink = entry.keep ? sinks[0] : sinks[1];
       if (sink) await sink.add(record.record);
     }

@@ -14,6 +14,7 @@
  * }
  * ```
  */
+import { concatBytes } from "./bytes.ts";
 import { isUtf8 } from "node:buffer";
 import { LineParser } from "./line-parser.ts";
 import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
@@ -185,7 +186,7 @@ export async function peekStream(
     head.push(value);
     headLength += value.length;
   }
-  const first = head.length === 1 ? head[0] : concat(head, headLength);
+  const first = head.length === 1 ? head[0] : concatBytes(head, headLength);
   const rest = new ReadableStream<Uint8Array>({
     start(controller) {
       if (first.length) controller.enqueue(first);
@@ -219,16 +220,6 @@ function gunzipPeeked(
     : stream;
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 /** Options for {@link splitLines}. */
 export interface SplitLinesOptions {
   /**
@@ -252,7 +243,7 @@ export async function* splitLines(
   options: SplitLinesOptions = {},
 ): AsyncGenerator<[number, Uint8Array]> {
   for await (const [line, parts, length] of splitLineParts(stream, maxLineBytes, options)) {
-    yield [line, trimCr(parts.length === 1 ? parts[0] : concat(parts, length))];
+    yield [line, trimCr(parts.length === 1 ? parts[0] : concatBytes(parts, length))];
   }
 }
 
@@ -522,7 +513,7 @@ export async function* readRecords(
           parser ??= new LineParser();
           yield await parseRecordLineInWorker(parser, line, parts, idField, textField, options);
         } else {
-          const bytes = trimCr(parts.length === 1 ? parts[0] : concat(parts, length));
+          const bytes = trimCr(parts.length === 1 ? parts[0] : concatBytes(parts, length));
           if (bytes.length === 0 || isBlank(bytes)) continue;
           const entry = parseRecordLine(line, bytes, idField, textField, options.maxIdBytes);
           if (options.textHead !== undefined) entry.text = textHeadOf(entry.text, options.textHead);

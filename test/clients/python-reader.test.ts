@@ -23,7 +23,7 @@ import type { UriStorage } from "../../lib/storage.ts";
 import { recordsParquet } from "../lib/parquet-fixtures.ts";
 import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
 import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
-import { concatBytes } from "../support/bytes.ts";
+import { concatBytes } from "../../lib/bytes.ts";
 
 const CLIENT_DIR = new URL("../../clients/python/", import.meta.url).pathname;
 

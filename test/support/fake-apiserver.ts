@@ -44,7 +44,7 @@ import {
   VERSION,
 } from "../../cluster/metatraining.ts";
 import { CelError, evaluateCel } from "./cel.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../lib/bytes.ts";
 
 // deno-lint-ignore no-explicit-any
 export type KubeObject = Record<string, any> & {

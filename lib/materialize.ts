@@ -43,12 +43,7 @@ import {
   readManifest,
 } from "./manifest.ts";
 import { rangedFile, startsWithParquetMagic } from "./parquet.ts";
-import {
-  parseRecordLine,
-  peekStream,
-  readRecords,
-  RecordError,
-} from "./records.ts";
+import { parseRecordLine, peekStream, readRecords, RecordError } from "./records.ts";
 import { NotFoundError, parseUri, PreconditionFailedError, type Storage } from "./storage.ts";
 
 /** Suffix of manifest v1 objects under a manifests prefix. */

@@ -32,7 +32,7 @@ const ALL_BASELINES: BaselineMethod[] = [...BASELINE_METHODS];
 
 /**
  * Real measurement: about 62 minutes end to end on two cores (2026-11-25; three raters, 57
- * downstream runs, two at a time).
+ * downstream runs, two at a time), before the fastText baseline added 8 runs (65 now).
  */
 const DEFAULT: DemoPreset = {
   name: "default",
@@ -78,7 +78,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
   evalRecords: 128,
 };
 
-/** Same steps, small: measured 4 min 37 s on two otherwise idle cores (2026-11-25). */
+/** Same steps, small: measured 6 min 30 s on two otherwise idle cores (2026-11-30). */
 const QUICK: DemoPreset = {
   name: "quick",
   corpus: { size: 3000, shardSize: 500 },

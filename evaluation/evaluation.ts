@@ -286,48 +286,38 @@ export async function runEvaluation(
     const prefix = await materialise(method, filter);
     datasets.push({ key: method, method, fraction: null, data: { kind: "records", prefix } });
   }
-  if (input.baselines.includes("random")) {
+  // Baselines with a discard fraction. A scorer is built once, lazily: a rerun that finds every
+  // filtered set of a method already written never builds it.
+  const perFraction = async <S>(
+    method: BaselineMethod,
+    scorer: () => Promise<S>,
+    filter: (scores: S, fraction: number) => FilterOutput,
+  ) => {
+    let scores: Promise<S> | null = null;
     for (const f of input.fractions) {
-      const key = `random@${pct(f)}`;
-      const prefix = await materialise(key, () => randomFilter(train, f, 1234));
-      datasets.push({ key, method: "random", fraction: f, data: { kind: "records", prefix } });
+      const key = `${method}@${pct(f)}`;
+      const prefix = await materialise(key, async () => filter(await (scores ??= scorer()), f));
+      datasets.push({ key, method, fraction: f, data: { kind: "records", prefix } });
     }
+  };
+  if (input.baselines.includes("random")) {
+    await perFraction("random", () => Promise.resolve(train), (t, f) => randomFilter(t, f, 1234));
   }
   if (input.baselines.includes("perplexity")) {
-    let scorer: Awaited<ReturnType<typeof perplexityScores>> | null = null;
-    const getScorer = async () => {
-      if (!scorer) {
-        log(`[${input.variant}] training the perplexity filter's LM on ${input.heldout}`);
-        await useBackend("wasm");
-        const heldout = (await loadRecords(storage, input.heldout)).map((r) => r.text);
-        scorer = await perplexityScores(heldout, train, { ...input.downstream, seed: 4321 });
-      }
-      return scorer;
-    };
-    for (const f of input.fractions) {
-      const key = `perplexity@${pct(f)}`;
-      const prefix = await materialise(
-        key,
-        async () => perplexityFilter(train, await getScorer(), f),
-      );
-      datasets.push({ key, method: "perplexity", fraction: f, data: { kind: "records", prefix } });
-    }
+    await perFraction("perplexity", async () => {
+      log(`[${input.variant}] training the perplexity filter's LM on ${input.heldout}`);
+      await useBackend("wasm");
+      const heldout = (await loadRecords(storage, input.heldout)).map((r) => r.text);
+      return await perplexityScores(heldout, train, { ...input.downstream, seed: 4321 });
+    }, (scores, f) => perplexityFilter(train, scores, f));
   }
   if (input.baselines.includes("fasttext")) {
     const statsUri = out("filtered/fasttext-classifier.json");
-    let scorer: ClassifierScores | null = null;
-    const getScorer = async () => {
-      if (!scorer) scorer = await fastTextScores(storage, input, train, statsUri, log);
-      return scorer;
-    };
-    for (const f of input.fractions) {
-      const key = `fasttext@${pct(f)}`;
-      const prefix = await materialise(
-        key,
-        async () => classifierFilter(train, await getScorer(), f),
-      );
-      datasets.push({ key, method: "fasttext", fraction: f, data: { kind: "records", prefix } });
-    }
+    await perFraction(
+      "fasttext",
+      () => fastTextScores(storage, input, train, statsUri, log),
+      (scores, f) => classifierFilter(train, scores, f),
+    );
     classifier = (await storage.readJsonIfExists<ClassifierStats>(statsUri)) ?? undefined;
   }
   for (const f of input.fractions) {

@@ -11,6 +11,7 @@ import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
 import { type AppOptions, createApp, type ScoringApp } from "../../functions/app.ts";
 import { startTempS3, stopTempS3, type TempS3 } from "../support/temp-s3.ts";
+import { createStorage, type UriStorage } from "../../lib/storage.ts";
 
 /** A calibrated DataRater export and its digest. */
 export interface TestModel {
@@ -167,4 +168,31 @@ export async function startS3Rig(options: {
 export async function stopS3Rig(rig: S3Rig | undefined, app: ScoringApp | undefined) {
   await app?.close();
   await stopTempS3(rig);
+}
+
+/** A temporary folder as the only allowed root, a test model in it, and an app over it. */
+export interface FileRig {
+  tmp: string;
+  storage: UriStorage;
+  modelUri: string;
+  app: ScoringApp;
+}
+
+/** Starts a {@link FileRig} (mlp rater, seqLen 32, batches of 16); {@link stopFileRig} undoes it. */
+export async function startFileRig(prefix: string): Promise<FileRig> {
+  const tmp = await Deno.makeTempDir({ prefix });
+  const storage = createStorage();
+  const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
+  const modelUri = `file://${tmp}/rater.onnx`;
+  await storage.write(modelUri, model.bytes);
+  const app = createApp({ storage, allowedRoots: [`file://${tmp}/`], batchSize: 16 });
+  return { tmp, storage, modelUri, app };
+}
+
+/** Closes the app (before the storage it reads), then the storage, and removes the folder. */
+export async function stopFileRig(rig: FileRig | undefined) {
+  if (!rig) return;
+  await rig.app.close();
+  rig.storage.close();
+  await Deno.remove(rig.tmp, { recursive: true });
 }

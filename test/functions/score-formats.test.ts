@@ -4,32 +4,34 @@
  * allowed roots before scoring, and refuses a dolma path it cannot derive.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApp, type ScoringApp } from "../../functions/app.ts";
+import type { ScoringApp } from "../../functions/app.ts";
 import { readManifestEntries } from "../../lib/manifest.ts";
 import { readParquetManifest } from "../../lib/manifest-formats.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
-import { buildTestModel, jsonl, postScore, referenceTexts } from "./fixtures.ts";
+import type { UriStorage } from "../../lib/storage.ts";
+import {
+  type FileRig,
+  jsonl,
+  postScore,
+  referenceTexts,
+  startFileRig,
+  stopFileRig,
+} from "./fixtures.ts";
 
+let rig: FileRig;
 let tmp: string;
 let app: ScoringApp;
 let storage: UriStorage;
 let modelUri: string;
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "score-formats-" });
-  storage = createStorage();
-  const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
-  modelUri = `file://${tmp}/rater.onnx`;
-  await storage.write(modelUri, model.bytes);
-  app = createApp({ storage, allowedRoots: [`file://${tmp}/`], batchSize: 16 });
+  rig = await startFileRig("score-formats-");
+  ({ tmp, storage, modelUri, app } = rig);
   const records = referenceTexts(20, 3).map((text, i) => ({ id: `d-${i}`, text }));
   await storage.write(`file://${tmp}/ds/documents/x.jsonl`, jsonl(records));
 }, 120_000);
 
 afterAll(async () => {
-  await app?.close();
-  storage?.close();
-  await Deno.remove(tmp, { recursive: true });
+  await stopFileRig(rig);
 });
 
 const base = () => ({

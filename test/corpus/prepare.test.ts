@@ -241,7 +241,7 @@ describe("documents", () => {
       .toBeLessThanOrEqual(corpus.brown.documents + 100);
   });
 
-  it("records Brown's use: every used document is used once, in one dataset role", () => {
+  it("counts the Brown documents it uses and never puts one in the mixture twice", () => {
     const s = corpus.brown;
     expect(s.documents).toBe(documents.size);
     expect(s.usedDocuments).toBeLessThanOrEqual(s.documents);

@@ -12,6 +12,7 @@
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
+import { DEFAULT_SCORE_CAP_BYTES } from "./windows.ts";
 
 /** A storage URI: `s3://bucket/key`, `file:///abs/path`, or a bare filesystem path. */
 export const StorageUriSchema = z.string().min(1).refine(
@@ -27,14 +28,21 @@ export const DataConfigSchema = z.object({
   idField: z.string().min(1).default("id"),
   textField: z.string().min(1).default("text"),
   /**
-   * What the learners train and are evaluated on: `random`, a `seqLen`-byte window of the record
-   * at a uniform offset (how a language model reads a corpus: every byte of a record counts, as
-   * with packing and as the downstream trainer does); `head`, its first `seqLen` bytes. The rater
-   * always sees the record's head, as it does when scoring.
+   * Where in a record the learners' `seqLen`-byte window sits, in training and in the held-out
+   * (outer) batches: `random`, at a uniform offset (how a language model reads a corpus: every byte
+   * of a record is trained on, as with packing and as the downstream trainer does); `head`, at its
+   * start. Either way the rater reads the same place (its `rater.seqLen` bytes from the window's
+   * start, moved back to fit the record), so a training example's score is computed from what the
+   * learner trains on, and junk anywhere in a record can be learnt, as the scorer rates windows
+   * across the whole record.
    */
-  window: z.enum(["head", "random"]).default("head"),
-  /** With `window: random`, bytes of each record kept in memory (a longer record is cut). */
-  maxRecordBytes: z.number().int().min(1).max(1 << 24).default(16384),
+  window: z.enum(["head", "random"]).default("random"),
+  /**
+   * With `window: random`, bytes of each record kept in memory (a longer record is cut). The
+   * default is the scorer's cap (`DEFAULT_SCORE_CAP_BYTES` in `lib/windows.ts`), so the learners
+   * train on exactly the bytes the scorer rates.
+   */
+  maxRecordBytes: z.number().int().min(1).max(1 << 24).default(DEFAULT_SCORE_CAP_BYTES),
 });
 
 export const RaterConfigSchema = z.object({

@@ -4,10 +4,14 @@
  * with the run's seeded generator, so a resumed run draws exactly the batches the uninterrupted run
  * would have.
  *
- * A drawn record gives two views: the rater sees its head (the first `seqLen` bytes, as when it
- * scores; `rater.seqLen` bytes, by default `seqLen`), the learners see a `seqLen`-byte window at a
- * uniform offset (`window: "random"`, how a language model reads a corpus) or the head too
- * (`window: "head"`). A record keeps up to `maxBytes` bytes in memory (what the longest view needs).
+ * A drawn record gives two views, both cut from the same place: the learners read a `seqLen`-byte
+ * window at a uniform offset (`window: "random"`, how a language model reads a corpus: every byte of
+ * a record is trained on) or its head (`window: "head"`), and the rater reads `rater.seqLen` bytes
+ * (by default `seqLen`) from where the learner's window starts, moved back where the record ends
+ * sooner. So the rater's score for an example is computed from what the learner trains on: with
+ * equal lengths the two views are one batch; a longer rater view contains the learner's window, a
+ * shorter one is the window's head. A record keeps up to `maxBytes` bytes in memory (the trainer
+ * keeps `data.maxRecordBytes`, by default the scorer's 16 KiB cap, with random windows).
  *
  * Records whose text is empty are skipped and counted (they carry nothing to rate); lines that are
  * not records (bad JSON, no id or text field) are skipped and counted; text that was not valid UTF-8
@@ -17,7 +21,7 @@
  * @example
  * ```ts
  * const train = await loadDataset(storage, "s3://bucket/corpus/train/", { seqLen: 64, name: "train" });
- * const { lm, rater } = sampleBatch(train, 32, rng, 64, "random"); // ByteBatch each
+ * const { lm, rater } = sampleBatch(train, 32, rng, 64, "random"); // lm === rater: one window each
  * ```
  */
 import { type ByteBatch, encodeBatch, headBytes } from "../lib/bytes.ts";
@@ -177,13 +181,18 @@ export function recordAt(ds: Dataset, i: number): Uint8Array {
   return ds.bytes.subarray(ds.offsets[i], ds.offsets[i + 1]);
 }
 
-/** How the learners read a drawn record (see the module comment). */
+/** Where the learners' window sits in a drawn record (see the module comment). */
 export type LearnerWindow = "random" | "head";
 
 /**
  * A batch of `size` records drawn uniformly with replacement (so datasets smaller than a batch
  * still work), deterministic given the generator's state: `lm` is what the learners read (a
- * window per `window`), `rater` each record's head. With `head` windows the two are one batch.
+ * `seqLen`-byte window per `window`), `rater` what the rater reads of the same place
+ * (`raterSeqLen` bytes from the window's start, moved back to fit the record). With equal lengths
+ * `rater` is `lm`, the same batch object. `starts[i]` is where record i's learner window starts.
+ *
+ * The generator draws the same numbers whatever `raterSeqLen` is, so only the rater's view changes
+ * with it.
  */
 export function sampleBatch(
   ds: Dataset,
@@ -192,21 +201,28 @@ export function sampleBatch(
   seqLen: number,
   window: LearnerWindow,
   raterSeqLen = seqLen,
-): { lm: ByteBatch; rater: ByteBatch } {
-  const picked: Uint8Array[] = [];
-  const windows: Uint8Array[] = [];
+): { lm: ByteBatch; rater: ByteBatch; starts: Uint32Array } {
+  const learnerViews: Uint8Array[] = [];
+  const raterViews: Uint8Array[] = [];
+  const starts = new Uint32Array(size);
   for (let i = 0; i < size; i++) {
     const bytes = recordAt(ds, rng.int(ds.count));
-    picked.push(bytes);
-    if (window === "random") {
-      const offset = bytes.length > seqLen ? rng.int(bytes.length - seqLen + 1) : 0;
-      windows.push(bytes.subarray(offset, offset + seqLen));
+    const start = window === "random" && bytes.length > seqLen
+      ? rng.int(bytes.length - seqLen + 1)
+      : 0;
+    starts[i] = start;
+    learnerViews.push(bytes.subarray(start, start + seqLen));
+    if (raterSeqLen !== seqLen) {
+      const from = Math.min(start, Math.max(0, bytes.length - raterSeqLen));
+      raterViews.push(bytes.subarray(from, from + raterSeqLen));
     }
   }
-  // encodeBatch keeps each record's head: the rater's view, and the learners' with head windows.
-  const rater = encodeBatch(picked, raterSeqLen);
-  if (window === "random") return { rater, lm: encodeBatch(windows, seqLen) };
-  return { rater, lm: raterSeqLen === seqLen ? rater : encodeBatch(picked, seqLen) };
+  const lm = encodeBatch(learnerViews, seqLen);
+  return {
+    lm,
+    rater: raterSeqLen === seqLen ? lm : encodeBatch(raterViews, raterSeqLen),
+    starts,
+  };
 }
 
 /** Records in memory from texts (tests and the toy task), each cut to `maxBytes` (default `seqLen`). */

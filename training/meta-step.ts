@@ -57,7 +57,10 @@ export interface LearnerState {
 export interface MetaBatches {
   /** What the learner trains on at each of the K updates. */
   inner: ByteBatch[];
-  /** What the rater sees of those records (their heads), when it differs from `inner`. */
+  /**
+   * What the rater reads of those examples when its view length differs from the learner's (a
+   * longer window around the learner's, `training/data.ts`); by default it rates `inner` itself.
+   */
   raterInner?: ByteBatch[];
   outer: ByteBatch;
 }

@@ -421,7 +421,11 @@ async function freshLearner(config: TrainConfig, rng: Rng): Promise<LearnerArray
   return { params, opt: optArrays };
 }
 
-/** K inner batches from train and one held-out batch, for each member, in member order. */
+/**
+ * K inner batches from train and one held-out batch, for each member, in member order. The rater
+ * rates the windows the learner trains on (`sampleBatch`); it gets a batch of its own only when
+ * its view length differs from the learners'.
+ */
 function drawBatches(
   config: TrainConfig,
   train: Dataset,
@@ -430,7 +434,6 @@ function drawBatches(
 ): MetaBatches[] {
   const { seqLen, data: { window } } = config;
   const raterView = raterSeqLen(config);
-  const separate = window === "random" || raterView !== seqLen;
   const out: MetaBatches[] = [];
   for (let i = 0; i < config.meta.population; i++) {
     const inner = [];
@@ -440,8 +443,9 @@ function drawBatches(
       inner.push(b.lm);
       raterInner.push(b.rater);
     }
+    // The outer objective is the held-out data as the language model reads it: windows too.
     const outer = sampleBatch(heldout, config.meta.outerBatch, rng, seqLen, window).lm;
-    out.push(separate ? { inner, raterInner, outer } : { inner, outer });
+    out.push(raterView !== seqLen ? { inner, raterInner, outer } : { inner, outer });
   }
   return out;
 }

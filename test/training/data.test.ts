@@ -1,7 +1,7 @@
 /**
- * What the models see of a drawn record: the rater its head, the learners a window at a uniform
- * offset (random windows) or the head too; and the meta-step rates the rater's view while the
- * learner trains on its own.
+ * What the models see of a drawn record: the learners a window at a uniform offset (random windows,
+ * the default) or the head, and the rater the same window (or, with a longer view, the window
+ * around it); and the meta-step rates the rater's view while the learner trains on its own.
  */
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +20,7 @@ import { innerOptimizer } from "../../training/optim.ts";
 import { initRaterArrays, raterScores } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
 import { FileStorage } from "../../lib/storage.ts";
+import { DEFAULT_SCORE_CAP_BYTES } from "../../lib/windows.ts";
 
 const storage = new FileStorage();
 
@@ -39,28 +40,68 @@ describe("sampleBatch", () => {
   const long = "0123456789abcdefghijklmnopqrstuvwxyz"; // 36 bytes
   const texts = [long, "short"];
 
-  it("gives the rater each record's head and the learner a window anywhere in the record", () => {
+  it("with random windows the rater rates exactly the windows the learner trains on, from anywhere in the record", () => {
     const ds = datasetFromTexts("t", texts, seqLen, 1024);
     const rng = new Rng(1);
     const offsets = new Set<number>();
     for (let draw = 0; draw < 200; draw++) {
-      const { lm, rater } = sampleBatch(ds, 4, rng, seqLen, "random");
-      const heads = rows(rater);
+      const { lm, rater, starts } = sampleBatch(ds, 4, rng, seqLen, "random");
+      // One batch: the rater's score of an example is computed from the learner's own bytes.
+      expect(rater).toBe(lm);
       const windows = rows(lm);
       for (let i = 0; i < 4; i++) {
-        const source = heads[i] === "short" ? "short" : long;
-        expect(heads[i]).toBe(source.slice(0, seqLen));
+        const source = windows[i] === "short" ? "short" : long;
         // The window is a seqLen-byte piece of the same record (the whole record when shorter).
         expect(windows[i].length).toBe(Math.min(seqLen, source.length));
-        const at = source.indexOf(windows[i]);
-        expect(at).toBeGreaterThanOrEqual(0);
-        if (source === long) offsets.add(at);
+        expect(windows[i]).toBe(source.slice(starts[i], starts[i] + seqLen));
+        if (source === long) offsets.add(starts[i]);
+        else expect(starts[i]).toBe(0);
       }
     }
-    // Every offset 0 … 36 − 8 is drawn: the tail of a long record is trained on too.
+    // Every offset 0 … 36 − 8 is drawn: the tail of a long record is trained on and rated too.
     expect([...offsets].sort((a, b) => a - b)).toEqual(
       Array.from({ length: long.length - seqLen + 1 }, (_, i) => i),
     );
+  });
+
+  it("with random windows over a long record most windows lie past its head", () => {
+    const record = Array.from({ length: 500 }, (_, i) => String.fromCharCode(97 + (i % 26)))
+      .join(""); // 500 bytes
+    const ds = datasetFromTexts("t", [record], seqLen, 16384);
+    const { lm, rater, starts } = sampleBatch(ds, 400, new Rng(5), seqLen, "random");
+    expect(rater).toBe(lm);
+    const past = Array.from(starts).filter((s) => s >= 250).length;
+    // Uniform starts over 0 … 492: about half lie in the record's second half.
+    expect(past).toBeGreaterThan(150);
+    expect(past).toBeLessThan(250);
+    expect(Math.max(...starts)).toBeGreaterThan(480);
+    rows(lm).forEach((w, i) => expect(w).toBe(record.slice(starts[i], starts[i] + seqLen)));
+  });
+
+  it("gives a longer rater view the window around the learner's, moved back at the record's end", () => {
+    const ds = datasetFromTexts("t", texts, seqLen, 1024);
+    const rng = new Rng(6);
+    const froms = new Set<number>();
+    for (let draw = 0; draw < 100; draw++) {
+      const { lm, rater, starts } = sampleBatch(ds, 4, rng, seqLen, "random", 20);
+      expect(rater.seqLen).toBe(20);
+      const windows = rows(lm);
+      for (let i = 0; i < 4; i++) {
+        const view = dec.decode(
+          Uint8Array.from(rater.tokens.subarray(i * 20, i * 20 + rater.lengths[i])),
+        );
+        if (view === "short") {
+          expect(windows[i]).toBe("short");
+          continue;
+        }
+        const from = Math.min(starts[i], long.length - 20);
+        froms.add(from);
+        expect(view).toBe(long.slice(from, from + 20));
+        expect(view).toContain(windows[i]);
+      }
+    }
+    expect(Math.max(...froms)).toBe(long.length - 20);
+    expect(froms.size).toBe(long.length - 20 + 1);
   });
 
   it("with head windows the learner sees exactly what the rater sees", () => {
@@ -92,10 +133,11 @@ describe("sampleBatch", () => {
     expect(a.rater.tokens).toEqual(b.rater.tokens);
   });
 
-  it("defaults to head windows; random windows keep up to 16 KiB of each record", () => {
+  it("defaults to random windows keeping up to the scorer's 16 KiB cap of each record", () => {
     const c = TrainConfigSchema.parse({ data: { train: "a/", heldout: "b/" }, output: "o/" });
-    expect(c.data.window).toBe("head");
+    expect(c.data.window).toBe("random");
     expect(c.data.maxRecordBytes).toBe(16384);
+    expect(c.data.maxRecordBytes).toBe(DEFAULT_SCORE_CAP_BYTES);
     expect(() =>
       TrainConfigSchema.parse({
         data: { train: "a/", heldout: "b/", window: "middle" },
@@ -166,7 +208,7 @@ describe("random windows through the loader and the trainer", () => {
 });
 
 describe("a rater with its own view length", () => {
-  it("trains on longer heads than the learners and exports that length for the scorer", async () => {
+  it("trains on a longer view than the learners and exports that length for the scorer", async () => {
     const texts = Array.from({ length: 30 }, (_, i) => `record ${i} ` + "abc ".repeat(10));
     const output = await Deno.makeTempDir();
     try {

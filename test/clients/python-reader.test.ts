@@ -71,6 +71,7 @@ async function tsCase(shard: string, manifest: string) {
     records: header.counts.records,
     kept: header.counts.kept,
     entries: entries.map((e) => [e.id, e.line, e.score, e.keep]),
+    entrySpans: entries.map((e) => [e.spans, e.truncated ?? false]),
     keptIds: kept.map((r) => r.id),
     keptRecords: kept.map((r) => r.record),
     keptScores: kept.map((r) => r.score),

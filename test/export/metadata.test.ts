@@ -96,7 +96,7 @@ describe("readRaterMetadata", () => {
     const old = edited((m) => {
       m.metadataProps = m.metadataProps.filter((p) => p.key !== META_KEYS.scoring).map((p) => {
         if (p.key !== META_KEYS.rater) return p;
-        const { patch: _patch, scoring: _scoring, ...rest } = JSON.parse(p.value);
+        const { patch: _patch, scoring: _scoring, ...rest } = JSON.parse(p.value!);
         return { key: p.key, value: JSON.stringify(rest) };
       });
     });

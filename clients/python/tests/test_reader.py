@@ -74,6 +74,8 @@ class AgreesWithTypeScript(unittest.TestCase):
         entries = list(iter_entries(case["manifest"]))
         self.assertEqual(
             [[e.id, e.line, e.score, e.keep] for e in entries], case["entries"])
+        self.assertEqual(
+            [[[list(s) for s in e.spans], e.truncated] for e in entries], case["entrySpans"])
         pairs = list(iter_kept(case["shard"], case["manifest"], with_entries=True))
         self.assertEqual([entry.id for _, entry in pairs], case["keptIds"])
         self.assertEqual([as_javascript_sees_it(record) for record, _ in pairs],

@@ -52,7 +52,8 @@ export const RaterConfigSchema = z.object({
   /**
    * Bytes of each record's head the rater reads (default: the top-level `seqLen`, what the learners
    * read). A longer view sees junk past the first bytes, at a cost linear (mlp) or quadratic
-   * (attention) in it; the exported model carries it, so the scorer cuts records to match.
+   * (attention) in it; the exported model carries it as its window, and the scorer cuts every
+   * record into windows of it (see `scoring`).
    */
   seqLen: z.number().int().min(4).max(4096).optional(),
   /**

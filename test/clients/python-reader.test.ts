@@ -333,6 +333,7 @@ describe("the Python manifest reader", () => {
       test_manifest_with_a_wrong_id: "ok",
       test_unknown_manifest_version: "ok",
       test_a_shard_read_as_a_manifest_says_what_it_is: "ok",
+      test_entry_spans_and_truncation_are_read_and_checked: "ok",
     };
     expect(py.results, py.text).toEqual(expected);
     // The manifest changes mean nothing if the files the Python side read are not these.

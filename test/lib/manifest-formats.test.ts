@@ -261,6 +261,47 @@ describe("real clients agree on the kept set", () => {
     }
   });
 
+  it("DuckDB reads the Parquet spans column as list<struct<start, end, score>> equal to the v1 spans", async () => {
+    const v1 = `file://${tmp}/m/a.manifest.jsonl`;
+    const pq = `${tmp}/m/a-spans.manifest.parquet`;
+    await writeParquetManifest(storage, v1, `file://${pq}`, { rowGroupSize: 5 });
+    const entries = await Array.fromAsync(readManifestEntries(storage, v1));
+    expect(entries.some((e) => e.spans!.length > 1)).toBe(true);
+    const db = await DuckDBInstance.create(":memory:");
+    const conn = await db.connect();
+    try {
+      const types = await conn.runAndReadAll(
+        `SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('${pq}'))`,
+      );
+      expect(Object.fromEntries(
+        types.getRowObjectsJS().map((r) => [r.column_name, r.column_type]),
+      )).toMatchObject({
+        spans: 'STRUCT("start" BIGINT, "end" BIGINT, score DOUBLE)[]',
+        truncated: "BOOLEAN",
+      });
+      const rows = await conn.runAndReadAll(
+        `SELECT line, [[s.start, s.end] FOR s IN spans] AS bounds,
+                [s.score FOR s IN spans] AS scores, truncated
+         FROM read_parquet('${pq}') ORDER BY line`,
+      );
+      const got = rows.getRowObjectsJS().map((r) => ({
+        line: Number(r.line),
+        spans: (r.bounds as bigint[][]).map(([a, b], j) => [
+          Number(a),
+          Number(b),
+          (r.scores as number[])[j],
+        ]),
+        truncated: r.truncated,
+      }));
+      expect(got).toEqual(
+        entries.map((e) => ({ line: e.line, spans: e.spans, truncated: e.truncated === true })),
+      );
+    } finally {
+      conn.closeSync();
+      db.closeSync();
+    }
+  });
+
   it("the Python reader, DuckDB and the TypeScript reader find the same kept ids for the same manifest", async () => {
     const v1 = `${tmp}/m/a.manifest.jsonl`;
     const pq = `${tmp}/m/a.manifest.parquet`;

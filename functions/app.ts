@@ -71,7 +71,10 @@ export interface AppOptions {
   timeoutMs?: number;
   /** Time allowed to receive the request body (default 30 s, at most `timeoutMs`): a 408. */
   bodyTimeoutMs?: number;
-  /** Records per inference batch (default 256). */
+  /**
+   * Windows per inference batch (default 256): a batch is the windows of whole records, so it
+   * grows past this by at most one record's windows.
+   */
   batchSize?: number;
   /** Batches in flight per request (default 2: one runs while the next is read). */
   pipelineDepth?: number;

@@ -11,6 +11,8 @@
  * - `DATARATER_MAX_BODY_BYTES`, `DATARATER_MAX_INPUT_BYTES`, `DATARATER_MAX_MODEL_BYTES`,
  *   `DATARATER_TIMEOUT_MS`, `DATARATER_BODY_TIMEOUT_MS`, `DATARATER_BATCH_SIZE`, `DATARATER_WORKERS`,
  *   `DATARATER_THREADS_PER_WORKER`, `DATARATER_MAX_MODELS`: limits (see `AppOptions`).
+ * - `DATARATER_SCORE_CAP_BYTES`: UTF-8 bytes of each record rated when a request names no
+ *   `capBytes` (default 16 KiB, at most 1 MiB; see `ScoreLimits` in functions/score.ts).
  * - `DATARATER_INFERENCE_RUNTIME`: `node` (onnxruntime-node), `web` (onnxruntime-web WASM, for
  *   hosts that can't load native addons) or `auto` (node, else web; default).
  * - S3: `S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (read once here, by `storageFromEnv` in lib/storage.ts).
@@ -21,6 +23,7 @@ import { SPOOL_PREFIX } from "../lib/manifest.ts";
 import { storageFromEnv } from "../lib/storage.ts";
 import { sweepStaleTempFiles } from "../lib/tempfiles.ts";
 import { type AppOptions, createApp } from "./app.ts";
+import { MAX_SCORE_CAP_BYTES } from "./score.ts";
 
 const list = z.string().optional().transform((s) =>
   (s ?? "").split(",").map((x) => x.trim()).filter(Boolean)
@@ -48,6 +51,7 @@ export const ServeEnvSchema = z.object({
   DATARATER_MAX_LINES: int(1),
   DATARATER_MAX_DECOMPRESSED_BYTES: int(1),
   DATARATER_MAX_EXPANSION: int(1),
+  DATARATER_SCORE_CAP_BYTES: z.coerce.number().int().min(1).max(MAX_SCORE_CAP_BYTES).optional(),
   DATARATER_INFERENCE_RUNTIME: z.enum(["node", "web", "auto"]).default("auto"),
 });
 
@@ -92,6 +96,7 @@ export function optionsFromEnv(
         maxLines: e.DATARATER_MAX_LINES,
         maxDecompressedBytes: e.DATARATER_MAX_DECOMPRESSED_BYTES,
         maxExpansion: e.DATARATER_MAX_EXPANSION,
+        scoreCapBytes: e.DATARATER_SCORE_CAP_BYTES,
       }),
     },
   };

@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import type { ScoreCalibration } from "../lib/calibration.ts";
+import type { ScoringSpec } from "../training/export-onnx.ts";
 import { NotFoundError, type ObjectInfo, type Storage } from "../lib/storage.ts";
 import { ApiError } from "./errors.ts";
 import { type InferencePool, NotADataRaterModelError } from "./inference.ts";
@@ -16,8 +17,10 @@ export interface LoadedModel {
   etag: string | null;
   sha256: string;
   format: string;
-  /** Bytes per record the model sees. */
+  /** Bytes per window the model sees. */
   seqLen: number;
+  /** How a whole record is cut into windows and their scores aggregated (the export's metadata). */
+  scoring: ScoringSpec;
   calibration: ScoreCalibration;
 }
 
@@ -113,6 +116,7 @@ export class ModelCache {
         sha256,
         format: meta.format,
         seqLen: meta.seqLen,
+        scoring: meta.scoring,
         calibration: meta.calibration,
       };
     } catch (e) {

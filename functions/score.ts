@@ -1,15 +1,25 @@
 /**
- * Scoring one shard: stream its records from storage, score them in batches in the inference
- * pool, decide keep/drop by the policy, spool the manifest, and write it create-only once the
- * whole shard is scored (so a failure mid-shard leaves no manifest at all).
+ * Scoring one shard: stream its records from storage, cut each record's first `cap` UTF-8 bytes
+ * into the model's windows (lib/windows.ts: the `datarater.scoring` spec of the export), score the
+ * windows of a chunk of records in batches in the inference pool, aggregate each record's window
+ * scores into its score, decide keep/drop by the policy on record scores, spool the manifest
+ * (with each record's spans), and write it create-only once the whole shard is scored (so a
+ * failure mid-shard leaves no manifest at all).
  *
- * Memory is bounded by the batch size × pipeline depth, the longest line, and the set of ids seen
- * (kept to detect duplicates: about 50–100 bytes per record plus the id's length); the manifest's
- * entries go to a temporary file, not to memory.
+ * Memory is bounded by the batch size (in windows, plus one record's) × pipeline depth, the cap,
+ * the longest line, and the set of ids seen (kept to detect duplicates: about 50–100 bytes per
+ * record plus the id's length); the manifest's entries go to a temporary file, not to memory.
  */
 import { z } from "zod";
 import { sameJson } from "../lib/json.ts";
 import { encodeBatch, headBytes } from "../lib/bytes.ts";
+import {
+  aggregateScores,
+  DEFAULT_SCORE_CAP_BYTES,
+  type Window,
+  type WindowPlan,
+  windowSpans,
+} from "../lib/windows.ts";
 import {
   acceptProbability,
   deterministicUniform,
@@ -30,6 +40,8 @@ import {
   PolicySchema,
   readManifestHeaderIfExists,
   ScoreSummaryBuilder,
+  type Scoring,
+  type Span,
 } from "../lib/manifest.ts";
 import { type ManifestFormatsResult, ManifestFormatsSchema } from "../lib/manifest-formats.ts";
 import {
@@ -50,6 +62,12 @@ import { InferenceError, type InferencePool } from "./inference.ts";
 import type { LoadedModel, ModelCache } from "./models.ts";
 import type { ScoringMetrics } from "./metrics.ts";
 
+/**
+ * The largest cap a request or the server may set (1 MiB): one record's windows are scored as
+ * one chunk, so the cap bounds the memory a single record takes in flight (16 bytes per byte).
+ */
+export const MAX_SCORE_CAP_BYTES = 2 ** 20;
+
 /** The body of `POST /v1/score`. */
 export const ScoreRequestSchema = z.object({
   /** The rater: a DataRater ONNX export. */
@@ -64,6 +82,11 @@ export const ScoreRequestSchema = z.object({
   onInvalid: z.enum(["fail", "skip"]).default("fail"),
   /** Also write the manifest as Parquet and/or dolma attributes (lib/manifest-formats.ts). */
   formats: ManifestFormatsSchema.optional(),
+  /**
+   * UTF-8 bytes of each record that are rated (default: the server's `scoreCapBytes`, 16 KiB; at
+   * most 1 MiB); a longer record's tail is not read and its entry says `truncated: true`.
+   */
+  capBytes: z.number().int().min(1).max(MAX_SCORE_CAP_BYTES).optional(),
 }).strict();
 export type ScoreRequest = z.infer<typeof ScoreRequestSchema>;
 
@@ -78,6 +101,8 @@ export interface ScoreResult {
   threshold: number | null;
   counts: ManifestHeader["counts"];
   scores: ManifestHeader["scores"];
+  /** How records were windowed (absent only for manifests written before windows). */
+  scoring?: Scoring;
   /** Where the requested extra formats are (when `formats` was asked for). */
   formats?: ManifestFormatsResult;
 }
@@ -100,6 +125,12 @@ export interface ScoreLimits {
   maxLines: number;
   /** Longest JSON line, in bytes (default 64 MiB): longer is an invalid line (`line-too-long`). */
   maxLineBytes: number;
+  /**
+   * UTF-8 bytes of each record that are rated when a request names no `capBytes` (default 16 KiB,
+   * at most {@link MAX_SCORE_CAP_BYTES}). A cap above `maxLineBytes` is lowered to it: no text of
+   * a valid line is longer, so the manifest records the cap that could bind.
+   */
+  scoreCapBytes: number;
 }
 
 /** The defaults of {@link ScoreLimits}. */
@@ -109,6 +140,7 @@ export const DEFAULT_SCORE_LIMITS: ScoreLimits = {
   maxExpansion: 64,
   maxLines: 100_000_000,
   maxLineBytes: 64 * 2 ** 20,
+  scoreCapBytes: DEFAULT_SCORE_CAP_BYTES,
 };
 
 /** Longest id quoted in an error message or a manifest header's list of invalid lines. */
@@ -198,6 +230,7 @@ export function resultFromExisting(
   req: ScoreRequest,
   model: LoadedModel,
   input: ObjectInfo,
+  cap?: number,
 ): ScoreResult {
   const diffs: string[] = [];
   if (header.model.sha256 !== model.sha256) {
@@ -215,6 +248,9 @@ export function resultFromExisting(
   if (!sameJson(header.policy, req.policy)) differs("policy", header.policy, req.policy);
   if (!sameJson(header.fields, req.fields)) differs("fields", header.fields, req.fields);
   if (header.onInvalid !== req.onInvalid) differs("onInvalid", header.onInvalid, req.onInvalid);
+  if (cap !== undefined && header.scoring?.cap !== cap) {
+    differs("scoring cap", header.scoring?.cap ?? null, cap);
+  }
   if (diffs.length) {
     throw new ApiError(
       "conflict",
@@ -240,6 +276,7 @@ function resultFromHeader(uri: string, h: ManifestHeader, cached: boolean): Scor
     threshold: h.threshold,
     counts: h.counts,
     scores: h.scores,
+    scoring: h.scoring,
   };
 }
 
@@ -288,9 +325,16 @@ export async function scoreShard(
       { field: "input", uri: req.input, size: input.size },
     );
   }
+  const cap = Math.min(
+    req.capBytes ?? limits.scoreCapBytes,
+    MAX_SCORE_CAP_BYTES,
+    limits.maxLineBytes,
+  );
   const model = await deps.models.get(req.model);
   const existing = await existingManifest(storage, req.output);
-  if (existing) return resultFromExisting(existing, req, model, input);
+  if (existing) return resultFromExisting(existing, req, model, input, cap);
+  const plan: WindowPlan = { window: model.scoring.window, stride: model.scoring.stride, cap };
+  const aggregation = model.scoring.aggregation;
 
   const decider = makeDecider(req.policy, model.calibration);
   const spool = await ManifestSpool.create(deps.spoolDir);
@@ -342,29 +386,45 @@ export async function scoreShard(
       maxDecompressedBytes: decompressedLimit(limits, input.size),
       maxLines: limits.maxLines,
       maxLineBytes: limits.maxLineBytes,
-      // The model reads seqLen bytes of each text: a 60 MB text need not reach this thread whole.
-      textHead: model.seqLen,
+      // The model reads cap bytes of each text (one more tells a cut record): a 60 MB text need
+      // not reach this thread whole.
+      textHead: cap + 1,
     });
 
     const summary = new ScoreSummaryBuilder();
     let kept = 0;
     let dropped = 0;
     const seen = new Map<string, number>();
-    type Pending = { ids: string[]; lines: number[]; scores: Promise<Float32Array> };
+    // A chunk of records: their windows, one after another, are scored in one pool call.
+    type Chunk = {
+      ids: string[];
+      lines: number[];
+      spans: Window[][];
+      truncated: boolean[];
+      windows: Uint8Array[];
+    };
+    type Pending = Chunk & { scores: Promise<Float32Array> };
     const queue: Pending[] = [];
-    let ids: string[] = [];
-    let lines: number[] = [];
-    let texts: Uint8Array[] = [];
+    const newChunk = (): Chunk => ({ ids: [], lines: [], spans: [], truncated: [], windows: [] });
+    let chunk = newChunk();
 
     const drainOne = async () => {
       const p = queue.shift()!;
       const scores = await p.scores;
+      let at = 0;
       for (let i = 0; i < p.ids.length; i++) {
-        const score = scores[i];
+        const windows = p.spans[i];
+        const windowScores = scores.subarray(at, at + windows.length);
+        at += windows.length;
+        const score = windowScores.every(Number.isFinite)
+          ? aggregateScores(windowScores, windows, aggregation)
+          : NaN;
         if (!Number.isFinite(score)) {
           throw new ApiError(
             "inference_error",
-            `model ${req.model} produced a non-finite score (${score}) for line ${p.lines[i]} of ` +
+            `model ${req.model} produced a non-finite score (${
+              windowScores.find((s) => !Number.isFinite(s)) ?? score
+            }) for line ${p.lines[i]} of ` +
               `${req.input}: the rater is diverged; re-export it`,
             { line: p.lines[i] },
           );
@@ -373,17 +433,23 @@ export async function scoreShard(
         if (keep) kept++;
         else dropped++;
         summary.add(score);
-        await spool.add({ id: p.ids[i], line: p.lines[i], score, keep });
+        const spans: Span[] = windows.map(([start, end], j) => [start, end, windowScores[j]]);
+        await spool.add({
+          id: p.ids[i],
+          line: p.lines[i],
+          score,
+          keep,
+          spans,
+          truncated: p.truncated[i] || undefined,
+        });
       }
     };
     const dispatch = async () => {
-      const batch = encodeBatch(texts, model.seqLen);
+      const batch = encodeBatch(chunk.windows, plan.window);
       const scores = deps.pool.score(model.sha256, batch);
       scores.catch(() => {}); // awaited in order by drainOne; don't report it unhandled meanwhile
-      queue.push({ ids, lines, scores });
-      ids = [];
-      lines = [];
-      texts = [];
+      queue.push({ ...chunk, windows: [], scores });
+      chunk = newChunk();
       while (queue.length > deps.pipelineDepth) await drainOne();
     };
 
@@ -423,12 +489,17 @@ export async function scoreShard(
           continue;
         }
         seen.set(r.id, r.line);
-        ids.push(r.id);
-        lines.push(r.line);
-        texts.push(headBytes(r.text, model.seqLen));
-        if (texts.length >= deps.batchSize) await dispatch();
+        // One byte past the cap says whether the record is longer than it.
+        const bytes = headBytes(r.text, cap + 1);
+        const { spans, truncated } = windowSpans(bytes.length, plan);
+        chunk.ids.push(r.id);
+        chunk.lines.push(r.line);
+        chunk.spans.push(spans);
+        chunk.truncated.push(truncated);
+        for (const [start, end] of spans) chunk.windows.push(bytes.subarray(start, end));
+        if (chunk.windows.length >= deps.batchSize) await dispatch();
       }
-      if (texts.length) await dispatch();
+      if (chunk.ids.length) await dispatch();
       while (queue.length) await drainOne();
     } catch (e) {
       await records.return(undefined).catch(() => {});
@@ -502,6 +573,7 @@ export async function scoreShard(
       counts: { records: records_, kept, dropped, skippedInvalid },
       invalid,
       scores: summary.summary(),
+      scoring: { ...model.scoring, cap },
     };
     if (signal.aborted) throw signal.reason;
     try {

@@ -60,9 +60,26 @@ export const RaterConfigSchema = z.object({
   /**
    * Bytes of each record's head the rater reads (default: the top-level `seqLen`, what the learners
    * read). A longer view sees junk past the first bytes, at a cost linear (mlp) or quadratic
-   * (attention) in it; the exported model carries it, so the scorer cuts records to match.
+   * (attention) in it; the exported model carries it as its window, and the scorer cuts every
+   * record into windows of it (see `scoring`).
    */
   seqLen: z.number().int().min(4).max(4096).optional(),
+  /**
+   * transformer only: bytes per position. The input at a position is the sum of one-hot
+   * (offset-in-patch, byte) embeddings of its `patch` bytes plus the position's, so attention and
+   * the MLP run on ⌈seqLen / patch⌉ positions: about `patch`× less work per byte (1 = one byte
+   * per position).
+   */
+  patch: z.number().int().min(1).max(16).default(4),
+  /**
+   * How the scorer rates a whole record with this rater (carried in the ONNX export): windows of
+   * the rater's `seqLen` bytes every `stride` bytes (default: the window, tiling the record), and
+   * the record's score is the `aggregation` of its window scores (lib/windows.ts).
+   */
+  scoring: z.object({
+    stride: z.number().int().min(1).max(4096).optional(),
+    aggregation: z.enum(["mean", "min"]).default("mean"),
+  }).strict().default({ aggregation: "mean" }),
 }).refine((r) => r.dModel % r.heads === 0, {
   message: "dModel must be divisible by heads",
   path: ["heads"],

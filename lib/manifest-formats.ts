@@ -4,14 +4,18 @@
  *
  * - **Parquet manifest** (`schemas/manifest.parquet-schema.json`): one row per entry, in input order,
  *   columns `id` (STRING), `line` (INT64, the record's 1-based line or row in the shard), `score`
- *   (DOUBLE), `keep` (BOOLEAN), all required. The v1 header, as JSON, is the value of the file's
- *   key-value metadata key `datarater.manifest`. A `spans` column is reserved for span-level
- *   scoring; whole-document scoring needs none (the span is the whole text), so it is not written.
+ *   (DOUBLE), `keep` (BOOLEAN), all required; `spans` (a LIST of `{start INT64, end INT64, score
+ *   DOUBLE}` structs: the entry's window scores, byte offsets; null for entries of manifests written
+ *   before windows) and `truncated` (BOOLEAN, true when the record was cut at the cap). The v1
+ *   header, as JSON, is the value of the file's key-value metadata key `datarater.manifest`.
  * - **dolma attributes** (`schemas/dolma-attributes.schema.json`): JSON Lines (gzip when the path
  *   ends in `.gz`), one row per document of the shard, in the same order, as dolma's mixer requires
- *   (its docs/data-format.md): `{"id", "attributes": {"<name>__datarater__score": [[0, len, score]],
- *   "<name>__datarater__keep": [[0, len, 1|0]]}}`. `len` counts the text's Unicode code points,
- *   because dolma's taggers emit `Span(start=0, end=len(doc.text))` with Python string offsets.
+ *   (its docs/data-format.md): `{"id", "attributes": {"<name>__datarater__score": [[start, end,
+ *   score], ...], "<name>__datarater__doc_score": [[0, len, score]], "<name>__datarater__keep":
+ *   [[0, len, 1|0]]}}`: `score` holds the window scores, `doc_score` the record's score. Offsets
+ *   count Unicode code points, because dolma's taggers emit spans with Python string offsets
+ *   (`Span(start=0, end=len(doc.text))`); a window's byte offsets become the code points that start
+ *   before them, so a character cut by a window edge belongs to the window holding its first byte.
  *   Documents the scorer skipped as invalid get `"attributes": {}` (and `id` null when the line has
  *   none), so an include filter on the keep attribute drops them, as the manifest does. By dolma's
  *   convention the file lives at the document's path with `/documents/` replaced by
@@ -38,7 +42,7 @@ import {
   ParquetWriter,
   schemaFromColumnData,
 } from "hyparquet-writer";
-import { parquetMetadataAsync } from "hyparquet";
+import { parquetMetadataAsync, type SchemaElement } from "hyparquet";
 import {
   hashingStream,
   type ManifestEntry,
@@ -59,8 +63,10 @@ export const PARQUET_HEADER_KEY = "datarater.manifest";
 export const PARQUET_FORMAT_KEY = "datarater.format";
 /** Value of {@link PARQUET_FORMAT_KEY}. */
 export const PARQUET_FORMAT = "datarater.manifest.parquet/1";
-/** The Parquet manifest's columns, in order. */
+/** The Parquet manifest's required columns, in order. */
 export const PARQUET_COLUMNS = ["id", "line", "score", "keep"] as const;
+/** Its window columns (read when present: files from before windows lack them). */
+export const PARQUET_SPAN_COLUMNS = ["spans", "truncated"] as const;
 
 /** dolma attribute names are used in JSONPath filters and file paths: keep them plain. */
 const AttributeNameSchema = z.string().regex(
@@ -127,7 +133,7 @@ export async function writeParquetManifest(
   const { header, entries } = await readManifest(storage, manifestUri);
   const path = await Deno.makeTempFile({ dir: options.tmpDir, prefix: "datarater-pq-manifest-" });
   try {
-    const schema = schemaFromColumnData({ columnData: parquetColumns([]) });
+    const schema = parquetSchema();
     const writer = new ParquetWriter({
       writer: fileWriter(path),
       schema,
@@ -155,12 +161,49 @@ export async function writeParquetManifest(
   }
 }
 
-function parquetColumns(entries: ManifestEntry[]): ColumnSource[] {
+function flatColumns(entries: ManifestEntry[]): ColumnSource[] {
   return [
     { name: "id", data: entries.map((e) => e.id), type: "STRING", nullable: false },
     { name: "line", data: entries.map((e) => BigInt(e.line)), type: "INT64", nullable: false },
     { name: "score", data: entries.map((e) => e.score), type: "DOUBLE", nullable: false },
     { name: "keep", data: entries.map((e) => e.keep), type: "BOOLEAN", nullable: false },
+  ];
+}
+
+function parquetColumns(entries: ManifestEntry[]): ColumnSource[] {
+  return [
+    ...flatColumns(entries),
+    {
+      name: "spans",
+      data: entries.map((e) =>
+        e.spans?.map(([start, end, score]) => ({
+          start: BigInt(start),
+          end: BigInt(end),
+          score,
+        })) ??
+          null
+      ),
+    },
+    { name: "truncated", data: entries.map((e) => e.truncated === true), nullable: false },
+  ];
+}
+
+/**
+ * The flat columns' schema as hyparquet-writer derives it, then the spans as a standard 3-level
+ * LIST of structs (what DuckDB, Spark and pyarrow read as `list<struct<start, end, score>>`).
+ */
+function parquetSchema(): SchemaElement[] {
+  const flat = schemaFromColumnData({ columnData: flatColumns([]) });
+  return [
+    { ...flat[0], num_children: PARQUET_COLUMNS.length + PARQUET_SPAN_COLUMNS.length },
+    ...flat.slice(1),
+    { name: "spans", repetition_type: "OPTIONAL", converted_type: "LIST", num_children: 1 },
+    { name: "list", repetition_type: "REPEATED", num_children: 1 },
+    { name: "element", repetition_type: "REQUIRED", num_children: 3 },
+    { name: "start", repetition_type: "REQUIRED", type: "INT64" },
+    { name: "end", repetition_type: "REQUIRED", type: "INT64" },
+    { name: "score", repetition_type: "REQUIRED", type: "DOUBLE" },
+    { name: "truncated", repetition_type: "REQUIRED", type: "BOOLEAN" },
   ];
 }
 
@@ -193,6 +236,7 @@ export async function readParquetManifest(
   }
   const header = parseManifestHeader(parsed, uri);
   const names = new Set(metadata.schema.slice(1).map((s) => s.name));
+  const spanColumns = PARQUET_SPAN_COLUMNS.filter((c) => names.has(c));
   const missing = PARQUET_COLUMNS.filter((c) => !names.has(c));
   if (missing.length) {
     throw new ManifestError(`${uri} lacks the column(s) ${missing.join(", ")}`, uri);
@@ -200,13 +244,21 @@ export async function readParquetManifest(
   async function* entries(): AsyncGenerator<ManifestEntry> {
     let count = 0;
     let last = 0;
-    for await (const row of readParquetRows(file, uri, { columns: [...PARQUET_COLUMNS] })) {
+    const columns = [...PARQUET_COLUMNS, ...spanColumns];
+    for await (const row of readParquetRows(file, uri, { columns })) {
       const v = row.values;
+      const spans = Array.isArray(v.spans)
+        ? (v.spans as { start: bigint; end: bigint; score: number }[]).map((
+          s,
+        ) => [Number(s.start), Number(s.end), s.score])
+        : undefined;
       const entry = ManifestEntrySchema.safeParse({
         id: v.id,
         line: typeof v.line === "bigint" ? Number(v.line) : v.line,
         score: v.score,
         keep: v.keep,
+        ...(spans ? { spans } : {}),
+        ...(v.truncated === true ? { truncated: true } : {}),
       });
       if (!entry.success || entry.data.line <= last) {
         throw new ManifestError(`${uri} row ${row.row} is not a valid entry in input order`, uri);
@@ -251,6 +303,34 @@ export function dolmaAttributesUriFor(shard: string, name: string): string {
   const derived = shard.slice(0, i) + `/attributes/${name}/` +
     shard.slice(i + "/documents/".length);
   return derived.replace(/\.parquet$/, ".jsonl.gz");
+}
+
+/**
+ * Code-point offsets (Python string offsets) of byte offsets into a text's UTF-8 encoding: each
+ * becomes the number of characters whose first byte lies before it (offsets past the end become
+ * the text's length).
+ *
+ * @example
+ * ```ts
+ * codePointOffsets("aé日b", [0, 1, 2, 3, 4, 7]); // [0, 1, 2, 2, 3, 4]
+ * ```
+ */
+export function codePointOffsets(text: string, byteOffsets: readonly number[]): number[] {
+  const order = byteOffsets.map((_, j) => j).sort((a, b) => byteOffsets[a] - byteOffsets[b]);
+  const out = new Array<number>(byteOffsets.length);
+  let bytes = 0;
+  let points = 0;
+  let i = 0;
+  for (const j of order) {
+    while (i < text.length && bytes < byteOffsets[j]) {
+      const c = text.codePointAt(i)!;
+      bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+      i += c >= 0x10000 ? 2 : 1;
+      points++;
+    }
+    out[j] = points;
+  }
+  return out;
 }
 
 /** The number of Unicode code points in a string (Python's `len`). */
@@ -322,6 +402,7 @@ export async function writeDolmaAttributes(
     }
   };
   const scoreKey = `${name}__datarater__score`;
+  const docScoreKey = `${name}__datarater__doc_score`;
   const keepKey = `${name}__datarater__keep`;
   try {
     const nextEntry = async () => {
@@ -346,10 +427,17 @@ export async function writeDolmaAttributes(
         );
       }
       const len = codePointLength(record.text);
+      // A manifest from before windows rated the record as one span.
+      const spans = entry.spans ?? [[0, null, entry.score] as const];
+      const offsets = codePointOffsets(
+        record.text,
+        spans.flatMap(([start, end]) => [start, end ?? Infinity]),
+      );
       await put({
         id: record.id,
         attributes: {
-          [scoreKey]: [[0, len, entry.score]],
+          [scoreKey]: spans.map((s, j) => [offsets[2 * j], offsets[2 * j + 1], s[2]]),
+          [docScoreKey]: [[0, len, entry.score]],
           [keepKey]: [[0, len, entry.keep ? 1 : 0]],
         },
       });

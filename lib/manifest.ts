@@ -3,10 +3,13 @@
  *
  * A manifest is JSON Lines. Line 1 is a {@link ManifestHeader} (kind and version, the model's URI
  * and sha256, the input shard's URI, ETag and sha256, the policy and the threshold it resolved to,
- * counts and a score summary). Then one {@link ManifestEntry} `{"id","line","score","keep"}` per
- * scored record, in input order. `line` (the record's 1-based line in the shard, an addition to the
- * design's `{id, score, keep}`) lets a reader join manifest and shard exactly even when invalid
- * lines were skipped.
+ * counts, a score summary, and how records were windowed: `scoring`). Then one
+ * {@link ManifestEntry} `{"id","line","score","keep","spans"}` per scored record, in input order.
+ * `line` (the record's 1-based line in the shard, an addition to the design's `{id, score, keep}`)
+ * lets a reader join manifest and shard exactly even when invalid lines were skipped. `spans` are
+ * the record's window scores `[start, end, score]` (byte offsets into its UTF-8 text, end
+ * exclusive; lib/windows.ts), `score` their aggregate, and `truncated: true` says the record was
+ * longer than the header's `scoring.cap` bytes and only its first `cap` bytes were rated.
  *
  * Writing: {@link ManifestSpool} spools entries to a temporary file (memory stays bounded whatever
  * the shard size) and streams header + entries once the whole shard is scored. Reading:
@@ -27,6 +30,7 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { AGGREGATIONS } from "./windows.ts";
 import { readRecords, type RecordEntry, splitLines } from "./records.ts";
 import { NotFoundError, type Storage } from "./storage.ts";
 import { tempFileName } from "./tempfiles.ts";
@@ -81,6 +85,18 @@ export const ScoreSummarySchema = z.object({
 });
 export type ScoreSummary = z.infer<typeof ScoreSummarySchema>;
 
+/** How a manifest's records were windowed and aggregated. */
+export const ScoringSchema = z.object({
+  /** Bytes per window (the model's input width). */
+  window: z.number().int().min(1),
+  /** Bytes between window starts. */
+  stride: z.number().int().min(1),
+  aggregation: z.enum(AGGREGATIONS),
+  /** UTF-8 bytes of each record that were rated. */
+  cap: z.number().int().min(1),
+});
+export type Scoring = z.infer<typeof ScoringSchema>;
+
 /** The first line of a manifest. */
 export const ManifestHeaderSchema = z.object({
   kind: z.literal(MANIFEST_KIND),
@@ -118,15 +134,34 @@ export const ManifestHeaderSchema = z.object({
   /** The first skipped lines and why (at most {@link MAX_REPORTED_INVALID}). */
   invalid: z.array(z.object({ line: z.number().int(), error: z.string() })),
   scores: ScoreSummarySchema,
+  /**
+   * How each record was rated (absent in manifests of scorers that rated only a record's head):
+   * windows of `window` bytes every `stride` bytes over its first `cap` UTF-8 bytes, the record's
+   * score the `aggregation` of its window scores (lib/windows.ts).
+   */
+  scoring: ScoringSchema.optional(),
 });
 export type ManifestHeader = z.infer<typeof ManifestHeaderSchema>;
+
+/** A window's score: `[start, end, score]`, byte offsets into the record's UTF-8 text. */
+export const SpanSchema = z.tuple([
+  z.number().int().min(0),
+  z.number().int().min(0),
+  z.number(),
+]);
+export type Span = z.infer<typeof SpanSchema>;
 
 /** One scored record. */
 export const ManifestEntrySchema = z.object({
   id: z.string(),
   line: z.number().int().min(1),
+  /** The record's score: the header's `scoring.aggregation` of its span scores. */
   score: z.number(),
   keep: z.boolean(),
+  /** Window scores in order, covering bytes [0, min(record bytes, cap)) (absent in older manifests). */
+  spans: z.array(SpanSchema).min(1).optional(),
+  /** Present (true) when the record is longer than `scoring.cap` bytes: its tail was not rated. */
+  truncated: z.literal(true).optional(),
 });
 export type ManifestEntry = z.infer<typeof ManifestEntrySchema>;
 
@@ -297,6 +332,8 @@ export class ManifestSpool {
       line: entry.line,
       score: entry.score,
       keep: entry.keep,
+      spans: entry.spans,
+      truncated: entry.truncated,
     }) + "\n";
     this.#pending.push(line);
     this.#pendingChars += line.length;
@@ -436,19 +473,35 @@ export async function readManifestHeaderIfExists(
   }
 }
 
+/** The common spans, checked by hand (see {@link parseManifestEntry}). */
+function wellFormedSpans(spans: unknown): spans is Span[] {
+  if (!Array.isArray(spans) || spans.length === 0) return false;
+  for (const s of spans) {
+    if (
+      !Array.isArray(s) || s.length !== 3 || !Number.isInteger(s[0]) || s[0] < 0 ||
+      !Number.isInteger(s[1]) || s[1] < 0 || typeof s[2] !== "number"
+    ) return false;
+  }
+  return true;
+}
+
 /**
- * One entry, checked against {@link ManifestEntrySchema}. The common case (exactly the four
- * fields, well typed) is checked by hand: a zod parse per entry was a third of materialisation's
- * time; anything else goes through the schema, for its verdict and its message.
+ * One entry, checked against {@link ManifestEntrySchema}. The common cases (the four fields, or
+ * those and well-formed spans) are checked by hand: a zod parse per entry was a third of
+ * materialisation's time; anything else goes through the schema, for its verdict and its message.
  */
 function parseManifestEntry(uri: string, line: number, value: unknown): ManifestEntry {
   const v = value as Record<string, unknown> | null;
   if (
     v !== null && typeof v === "object" && typeof v.id === "string" &&
     Number.isInteger(v.line) && (v.line as number) >= 1 && typeof v.score === "number" &&
-    typeof v.keep === "boolean" && Object.keys(v).length === 4
+    typeof v.keep === "boolean"
   ) {
-    return { id: v.id, line: v.line as number, score: v.score, keep: v.keep };
+    const keys = Object.keys(v).length;
+    if (keys === 4) return { id: v.id, line: v.line as number, score: v.score, keep: v.keep };
+    if (keys === 5 && wellFormedSpans(v.spans)) {
+      return { id: v.id, line: v.line as number, score: v.score, keep: v.keep, spans: v.spans };
+    }
   }
   const parsed = ManifestEntrySchema.safeParse(value);
   if (!parsed.success) {

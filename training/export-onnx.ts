@@ -8,10 +8,18 @@
  * - input `mask` float32 [N, seqLen]: 1 on real bytes (an empty record has one real 0 byte);
  * - output `scores` float32 [N]; N is dynamic.
  * - metadata `datarater.format` "1", `datarater.tokenizer`, `datarater.rater`,
- *   `datarater.calibration`, `datarater.config_sha256` (read back by {@link readRaterMetadata}).
+ *   `datarater.calibration`, `datarater.config_sha256`, and `datarater.scoring`
+ *   (`{window, stride, aggregation}`: how the scorer cuts a whole record into windows of the
+ *   model's input width and aggregates their scores, lib/windows.ts; absent in older exports, read
+ *   as `{window: seqLen, stride: seqLen, aggregation: "mean"}`), read back by
+ *   {@link readRaterMetadata}.
+ *
+ * A patched transformer rater (`rater.patch` bytes per position) takes the same byte inputs: the
+ * graph pads them to whole patches, sums each patch's (offset, byte) embeddings and runs the
+ * blocks on the patch positions, as `prepareRaterBatch` in training/rater.ts does.
  *
  * {@link exportCalibratedRater} also computes the score calibration, from the exported graph's own
- * scores on a reference sample, so serving thresholds match serving scores exactly.
+ * whole-record scores on a reference sample, so serving thresholds match serving scores exactly.
  *
  * LayerNorm and GELU are composed from primitives (not opset-17 LayerNormalization / Gelu) so
  * the arithmetic is the same as tfjs's, step for step.
@@ -27,16 +35,23 @@ import { createHash } from "node:crypto";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxTypes } from "onnx-proto";
 import { z } from "zod";
-import { encodeBatch } from "../lib/bytes.ts";
+import { BYTE_VOCAB, encodeBatch } from "../lib/bytes.ts";
 import {
   quantileCalibration,
   type ScoreCalibration,
   ScoreCalibrationSchema,
 } from "../lib/calibration.ts";
 import { type RaterConfig, RaterConfigSchema } from "../lib/config.ts";
+import {
+  aggregateScores,
+  AGGREGATIONS,
+  DEFAULT_SCORE_CAP_BYTES,
+  type Window,
+  windowSpans,
+} from "../lib/windows.ts";
 import { LN_EPS, MASK_BIAS } from "./nn.ts";
 import type { ParamArrays } from "./params.ts";
-import { raterShapes } from "./rater.ts";
+import { raterPositions, raterShapes } from "./rater.ts";
 
 const { onnx } = onnxProto;
 
@@ -56,7 +71,31 @@ export const META_KEYS = {
   rater: "datarater.rater",
   calibration: "datarater.calibration",
   configSha256: "datarater.config_sha256",
+  scoring: "datarater.scoring",
 } as const;
+
+/** How the scorer rates a whole record with the model (metadata `datarater.scoring`). */
+export const ScoringSpecSchema = z.object({
+  /** Bytes per window: the model's input width (= tokenizer.maxLength). */
+  window: z.number().int().min(1),
+  /** Bytes between window starts (≤ window). */
+  stride: z.number().int().min(1),
+  /** How window scores become the record's score (lib/windows.ts `aggregateScores`). */
+  aggregation: z.enum(AGGREGATIONS),
+}).refine((s) => s.stride <= s.window, { message: "stride must be <= window", path: ["stride"] });
+export type ScoringSpec = z.infer<typeof ScoringSpecSchema>;
+
+/** The scoring spec a rater config asks for at input width `seqLen`. */
+export function scoringSpecFor(rater: RaterConfig, seqLen: number): ScoringSpec {
+  const stride = rater.scoring?.stride ?? seqLen;
+  if (stride > seqLen) {
+    throw new ExportError(
+      `rater.scoring.stride ${stride} is longer than the window (seqLen ${seqLen}): bytes between ` +
+        "windows would never be read; use a stride <= seqLen",
+    );
+  }
+  return { window: seqLen, stride, aggregation: rater.scoring?.aggregation ?? "mean" };
+}
 
 /** How records become model inputs; the scoring function must tokenise exactly so. */
 export const TokenizerSpecSchema = z.object({
@@ -77,6 +116,8 @@ export interface RaterMetadata {
   configSha256: string;
   /** Bytes per record the model takes (= tokenizer.maxLength = the inputs' second dim). */
   seqLen: number;
+  /** How a whole record is windowed and aggregated (defaults for exports that predate it). */
+  scoring: ScoringSpec;
 }
 
 /** Inputs of {@link exportRaterOnnx}. */
@@ -137,6 +178,13 @@ class GraphBuilder {
     const raw = new Uint8Array(values.byteLength);
     raw.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     this.initializers.push({ name, dims: shape, dataType: FLOAT, rawData: raw });
+    return name;
+  }
+
+  /** An int32 vector constant. */
+  int32s(name: string, values: number[]): string {
+    const raw = new Uint8Array(new Int32Array(values).buffer);
+    this.initializers.push({ name, dims: [values.length], dataType: INT32, rawData: raw });
     return name;
   }
 
@@ -364,6 +412,7 @@ export function exportRaterOnnx(opts: ExportRaterOptions): Uint8Array {
     );
   }
   const calibration = ScoreCalibrationSchema.parse(opts.calibration);
+  const scoring = scoringSpecFor(rater, seqLen);
   checkParams(params, rater, seqLen);
 
   const g = new GraphBuilder();
@@ -371,28 +420,51 @@ export function exportRaterOnnx(opts: ExportRaterOptions): Uint8Array {
     g.floatTensor(name, shape, values);
   }
   const d = rater.dModel;
-  // The one-hot matmul of training is a Gather here: same values, no multiply-adds.
-  let x = g.op("Gather", ["embed", TOKENS_INPUT], { axis: 0 }); // [N, L, d]
+  // The one-hot matmuls of training are Gathers here: same values, no multiply-adds.
+  let x: string;
   let pooled: string;
   if (rater.kind === "mlp") {
+    x = g.op("Gather", ["embed", TOKENS_INPUT], { axis: 0 }); // [N, L, d]
     pooled = maskedMeanPool(g, x, MASK_INPUT);
     const h = gelu(g, linear(g, pooled, "mlp.w1", "mlp.b1"));
     g.node("Reshape", [linear(g, h, "mlp.w2", "mlp.b2"), g.ints([-1])], {}, 1, [
       SCORES_OUTPUT,
     ]);
   } else {
+    // Patches: pad the bytes to whole patches, embed each (offset-in-patch, byte) pair, weigh it by
+    // its mask (padding adds nothing) and sum a patch's embeddings; a position is real iff its
+    // first byte is (masks are prefixes).
+    const patch = rater.patch;
+    const positions = raterPositions(rater, seqLen);
+    const extra = positions * patch - seqLen;
+    const padded = (t: string) => extra ? g.op("Pad", [t, g.ints([0, 0, 0, extra])]) : t;
+    const tokens3 = g.op("Reshape", [padded(TOKENS_INPUT), g.ints([0, positions, patch])]);
+    const mask3 = g.op("Reshape", [padded(MASK_INPUT), g.ints([0, positions, patch])]);
+    const offsets = g.int32s(
+      "patch_offsets",
+      Array.from({ length: patch }, (_, j) => j * BYTE_VOCAB),
+    );
+    const embedded = g.op("Gather", ["embed", g.op("Add", [tokens3, offsets])], { axis: 0 });
+    x = g.op("ReduceSum", [
+      g.op("Mul", [embedded, g.op("Unsqueeze", [mask3, g.ints([3])])]),
+      g.ints([2]),
+    ], { keepdims: 0 }); // [N, P, d]
     x = g.op("Add", [x, "pos"]);
+    const positionMask = g.op("Reshape", [
+      g.op("Slice", [mask3, g.ints([0]), g.ints([1]), g.ints([2])]),
+      g.ints([0, positions]),
+    ]); // [N, P]
     const bias = g.op("Unsqueeze", [
       g.op("Mul", [
-        g.op("Sub", [g.scalar(1), MASK_INPUT]),
+        g.op("Sub", [g.scalar(1), positionMask]),
         g.scalar(MASK_BIAS),
       ]),
       g.ints([1, 2]),
-    ]); // [N, 1, 1, L]
+    ]); // [N, 1, 1, P]
     for (let i = 0; i < rater.layers; i++) {
       x = transformerBlock(g, x, i, d, rater.heads, bias);
     }
-    pooled = maskedMeanPool(g, layerNorm(g, x, "lnf.g", "lnf.b"), MASK_INPUT);
+    pooled = maskedMeanPool(g, layerNorm(g, x, "lnf.g", "lnf.b"), positionMask);
     g.node(
       "Reshape",
       [linear(g, pooled, "head.w", "head.b"), g.ints([-1])],
@@ -419,7 +491,8 @@ export function exportRaterOnnx(opts: ExportRaterOptions): Uint8Array {
     irVersion: 8,
     producerName: "datarater",
     producerVersion: RATER_FORMAT,
-    docString: `DataRater (${rater.kind}) scoring records from their first ${seqLen} UTF-8 bytes`,
+    docString: `DataRater (${rater.kind}) scoring ${seqLen}-byte UTF-8 windows of a record ` +
+      `(every ${scoring.stride} bytes, record score = ${scoring.aggregation} of its windows)`,
     opsetImport: [{ domain: "", version: RATER_OPSET }],
     graph: {
       name: `datarater_${rater.kind}`,
@@ -442,37 +515,75 @@ export function exportRaterOnnx(opts: ExportRaterOptions): Uint8Array {
       { key: META_KEYS.rater, value: JSON.stringify(rater) },
       { key: META_KEYS.calibration, value: JSON.stringify(calibration) },
       { key: META_KEYS.configSha256, value: opts.configDigest },
+      { key: META_KEYS.scoring, value: JSON.stringify(scoring) },
     ],
   };
   return onnx.ModelProto.encode(model).finish();
 }
 
 /**
- * Scores records with onnxruntime-node on a serialized rater, in batches, tokenised exactly as
- * the scoring function does (`encodeBatch`). onnxruntime-node is imported lazily so modules that
- * only read metadata (the scoring worker, edge runtimes) don't load the native addon through here.
+ * Whole-record scores with onnxruntime-node on a serialized rater, computed exactly as the scoring
+ * function does: each record's UTF-8 bytes up to `cap` are cut into the windows of the model's
+ * `datarater.scoring` spec (lib/windows.ts), the windows are scored in batches (`encodeBatch`), and
+ * a record's score is the spec's aggregate of its window scores. A record no longer than the window
+ * is one window: its score is the model's output on it. onnxruntime-node is imported lazily so
+ * modules that only read metadata (the scoring worker, edge runtimes) don't load the native addon
+ * through here.
  */
 export async function scoreWithOnnx(
   model: Uint8Array,
   records: readonly (string | Uint8Array)[],
   seqLen: number,
-  batchSize = 256,
+  options: { batchSize?: number; cap?: number } = {},
 ): Promise<Float32Array> {
+  const { scoring } = readRaterMetadata(model);
+  if (scoring.window !== seqLen) {
+    throw new ExportError(`the model's window is ${scoring.window} bytes, not ${seqLen}`);
+  }
+  const batchSize = options.batchSize ?? 256;
+  const plan = { ...scoring, cap: options.cap ?? DEFAULT_SCORE_CAP_BYTES };
   const ort = await import("onnxruntime-node");
   const session = await ort.InferenceSession.create(model, {
     intraOpNumThreads: 1,
     interOpNumThreads: 1,
   });
   const out = new Float32Array(records.length);
+  const encoder = new TextEncoder();
   try {
-    for (let start = 0; start < records.length; start += batchSize) {
-      const batch = encodeBatch(records.slice(start, start + batchSize), seqLen);
-      const result = await session.run({
-        [TOKENS_INPUT]: new ort.Tensor("int32", batch.tokens, [batch.batch, seqLen]),
-        [MASK_INPUT]: new ort.Tensor("float32", batch.mask, [batch.batch, seqLen]),
-      });
-      out.set(result[SCORES_OUTPUT].data as Float32Array, start);
+    let windows: Uint8Array[] = [];
+    let owners: { record: number; spans: Window[] }[] = [];
+    const flush = async () => {
+      if (!windows.length) return;
+      const scores = new Float32Array(windows.length);
+      for (let start = 0; start < windows.length; start += batchSize) {
+        const batch = encodeBatch(windows.slice(start, start + batchSize), seqLen);
+        const result = await session.run({
+          [TOKENS_INPUT]: new ort.Tensor("int32", batch.tokens, [batch.batch, seqLen]),
+          [MASK_INPUT]: new ort.Tensor("float32", batch.mask, [batch.batch, seqLen]),
+        });
+        scores.set(result[SCORES_OUTPUT].data as Float32Array, start);
+      }
+      let at = 0;
+      for (const { record, spans } of owners) {
+        out[record] = aggregateScores(
+          scores.subarray(at, at + spans.length),
+          spans,
+          scoring.aggregation,
+        );
+        at += spans.length;
+      }
+      windows = [];
+      owners = [];
+    };
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i];
+      const bytes = typeof r === "string" ? encoder.encode(r) : r;
+      const { spans } = windowSpans(bytes.length, plan);
+      for (const [s, e] of spans) windows.push(bytes.subarray(s, e));
+      owners.push({ record: i, spans });
+      if (windows.length >= batchSize) await flush();
     }
+    await flush();
   } finally {
     await session.release();
   }
@@ -509,6 +620,15 @@ export async function exportCalibratedRater(
   const model = exportRaterOnnx({ ...opts, calibration });
   return { model, sha256: sha256Hex(model), calibration };
 }
+
+/**
+ * The rater config as exports carry it: exports from before patching had one byte per position and
+ * no `patch` field, so a missing `patch` reads as 1, not as today's default.
+ */
+const RaterMetadataConfigSchema = z.preprocess(
+  (v) => v !== null && typeof v === "object" && !("patch" in v) ? { ...v, patch: 1 } : v,
+  RaterConfigSchema,
+) as unknown as z.ZodType<RaterConfig>;
 
 /** Parses one JSON metadata value against its schema, naming the key on failure. */
 function parseMeta<T>(
@@ -587,7 +707,7 @@ export function readRaterMetadata(bytes: Uint8Array): RaterMetadata {
     );
   }
   const tokenizer = parseMeta(props, META_KEYS.tokenizer, TokenizerSpecSchema);
-  const rater = parseMeta(props, META_KEYS.rater, RaterConfigSchema);
+  const rater = parseMeta(props, META_KEYS.rater, RaterMetadataConfigSchema);
   const calibration = parseMeta(
     props,
     META_KEYS.calibration,
@@ -618,5 +738,14 @@ export function readRaterMetadata(bytes: Uint8Array): RaterMetadata {
         }, mask ${JSON.stringify(mask)}, scores ${JSON.stringify(scores)}`,
     );
   }
-  return { format, tokenizer, rater, calibration, configSha256, seqLen };
+  const scoring = props.has(META_KEYS.scoring)
+    ? parseMeta(props, META_KEYS.scoring, ScoringSpecSchema)
+    : { window: seqLen, stride: seqLen, aggregation: "mean" as const };
+  if (scoring.window !== seqLen) {
+    throw new NotADataRaterModelError(
+      `DataRater metadata "${META_KEYS.scoring}" has window ${scoring.window}, but the model takes ` +
+        `${seqLen} bytes: re-export the rater`,
+    );
+  }
+  return { format, tokenizer, rater, calibration, configSha256, seqLen, scoring };
 }

@@ -1,8 +1,11 @@
 /**
  * The DataRater φ_η(x) → ℝ: one score per record, computed from the record's bytes.
  *
- * `transformer` (default): byte embedding + learned positions, non-causal pre-norm transformer
- * blocks with a key-padding mask, final LayerNorm, mean-pool over real bytes, linear head.
+ * `transformer` (default): bytes are grouped into patches of `patch` bytes (one position each); a
+ * position's input is the sum of its real bytes' (offset-in-patch, byte) embeddings plus a learned
+ * position embedding; then non-causal pre-norm transformer blocks with a key-padding mask (a
+ * position is real when its first byte is), final LayerNorm, mean-pool over real positions, linear
+ * head. `patch: 1` is one byte per position.
  * `mlp`: byte embedding, mean-pool over real bytes, GELU MLP (sees no order; cheap).
  * The ONNX export (`training/export-onnx.ts`) mirrors this forward pass exactly.
  *
@@ -19,6 +22,11 @@ import { gelu, layerNorm, linear, MASK_BIAS, transformerBlock, transformerShapes
 import { initArrays, type ParamArrays, type Params } from "./params.ts";
 import type { Rng } from "./rng.ts";
 
+/** Positions the transformer rater runs on for `seqLen` bytes (the last patch may be short). */
+export function raterPositions(cfg: Pick<RaterConfig, "patch">, seqLen: number): number {
+  return Math.ceil(seqLen / (cfg.patch ?? 1));
+}
+
 /** Parameter shapes of a rater for records of at most `seqLen` bytes. */
 export function raterShapes(
   cfg: RaterConfig,
@@ -34,7 +42,7 @@ export function raterShapes(
       "mlp.b2": [1],
     };
   }
-  return transformerShapes(BYTE_VOCAB, seqLen, cfg, 1);
+  return transformerShapes(cfg.patch * BYTE_VOCAB, raterPositions(cfg, seqLen), cfg, 1);
 }
 
 /** Freshly initialised rater parameters. */
@@ -53,14 +61,16 @@ export function initRaterArrays(
 export interface RaterBatchConstants {
   /**
    * mlp: [batch, 256] byte histogram / length, so the mean-pooled embedding is one matmul.
-   * transformer: [batch*len, 256 + len] one-hot of byte and position.
+   * transformer: [batch*positions, patch·256 + positions]: per position, a one for each real byte
+   * at column offset·256 + byte, and a one at its position's column.
    */
   inputs: tf.Tensor2D;
-  /** transformer only: [batch, 1, 1, len] additive key-padding bias. */
+  /** transformer only: [batch, 1, 1, positions] additive key-padding bias. */
   keyBias?: tf.Tensor;
-  /** transformer only: [batch, len, 1] pooling weights (mask / length). */
+  /** transformer only: [batch, positions, 1] pooling weights (real positions / their count). */
   pool?: tf.Tensor3D;
   batch: number;
+  /** Positions per record: bytes for mlp, ⌈bytes / patch⌉ for transformer. */
   seqLen: number;
 }
 
@@ -78,23 +88,36 @@ export function prepareRaterBatch(
     }
     return { inputs: tf.tensor2d(hist, [b, BYTE_VOCAB]), batch: b, seqLen: len };
   }
-  const width = BYTE_VOCAB + len;
-  const inputs = new Float32Array(b * len * width);
-  const bias = new Float32Array(b * len);
-  const pool = new Float32Array(b * len);
-  for (let r = 0; r < b * len; r++) {
-    const rec = Math.floor(r / len);
-    inputs[r * width + tokens[r]] = 1;
-    inputs[r * width + BYTE_VOCAB + (r % len)] = 1;
-    bias[r] = (1 - mask[r]) * MASK_BIAS;
-    pool[r] = mask[r] / lengths[rec];
+  const patch = cfg.patch;
+  const positions = raterPositions(cfg, len);
+  const vocab = patch * BYTE_VOCAB;
+  const width = vocab + positions;
+  const inputs = new Float32Array(b * positions * width);
+  const bias = new Float32Array(b * positions);
+  const pool = new Float32Array(b * positions);
+  for (let rec = 0; rec < b; rec++) {
+    // Masks are prefixes (encodeBatch), so a position is real iff its first byte is.
+    const realPositions = Math.ceil(lengths[rec] / patch);
+    for (let p = 0; p < positions; p++) {
+      const row = (rec * positions + p) * width;
+      for (let j = 0; j < patch; j++) {
+        const t = p * patch + j;
+        if (t >= len) break;
+        const at = rec * len + t;
+        if (mask[at]) inputs[row + j * BYTE_VOCAB + tokens[at]] += mask[at];
+      }
+      inputs[row + vocab + p] = 1;
+      const real = mask[rec * len + p * patch];
+      bias[rec * positions + p] = (1 - real) * MASK_BIAS;
+      pool[rec * positions + p] = real / realPositions;
+    }
   }
   return {
-    inputs: tf.tensor2d(inputs, [b * len, width]),
-    keyBias: tf.tensor4d(bias, [b, 1, 1, len]),
-    pool: tf.tensor3d(pool, [b, len, 1]),
+    inputs: tf.tensor2d(inputs, [b * positions, width]),
+    keyBias: tf.tensor4d(bias, [b, 1, 1, positions]),
+    pool: tf.tensor3d(pool, [b, positions, 1]),
     batch: b,
-    seqLen: len,
+    seqLen: positions,
   };
 }
 
@@ -153,6 +176,7 @@ export function raterScores(
 export function raterFlopsPerRecord(cfg: RaterConfig, seqLen: number): number {
   const d = cfg.dModel;
   if (cfg.kind === "mlp") return 2 * (d * cfg.hidden + cfg.hidden);
+  seqLen = raterPositions(cfg, seqLen);
   const perLayer = seqLen * 2 * (d * 3 * d + d * d + 2 * d * cfg.ffn) +
     2 * 2 * seqLen * seqLen * d;
   return cfg.layers * perLayer + 2 * d;

@@ -1,8 +1,12 @@
 /**
- * Benchmark (b) of issue 4: the scoring function end to end, a shard in S3 (s3rver, real AWS SDK)
- * to a manifest in S3, over real HTTP on loopback, with one inference worker on one onnxruntime
- * thread. Same model config (the default rater), sequence length, batch size and record mix as
- * `score-raw.ts`, so `score-endpoint / score-raw` is the cost of everything around inference.
+ * The scoring function end to end (issues 4 and 12): a shard of whole documents (multi-KB
+ * prose-like records, lib/rater-fixture.ts) in S3 (s3rver, real AWS SDK) to a manifest in S3, over
+ * real HTTP on loopback, with one inference worker on one onnxruntime thread, the default demo
+ * rater's shape and every byte of each document scored (default cap). Reported: text bytes/s of
+ * wall-clock time; per core, bytes per CPU-second of this process (the HTTP server, the parse and
+ * the inference worker: every thread of it; s3rver runs in its own Node process, not counted); and
+ * raw onnxruntime on the same windows, one thread, measured in the same run, so
+ * `ratioToRaw` is the cost of everything around inference.
  *
  * Then the latency of `GET /healthz` (real HTTP, one probe every 10 ms) while another large shard
  * is being scored: inference runs in a Web Worker, so the event loop must stay responsive. And the
@@ -10,11 +14,11 @@
  * are parsed in a worker, see lib/line-parser.ts), each probe timed from when it was due, as a
  * kubelet's would be.
  *
- *   deno run -A scripts/bench/score-endpoint.ts [--records 20000] [--batch 256]
+ *   deno run -A scripts/bench/score-endpoint.ts [--records 2000] [--batch 256]
  *     [--large-lines 5] [--large-line-mb 60]
  *
- * Prints `{"bench":"score-endpoint","recordsPerSec":…,"ratioToRaw":…}` (raw onnxruntime measured
- * in the same run),
+ * Prints `{"bench":"score-endpoint","bytesPerSec":…,"bytesPerCpuSecond":…,"rawBytesPerSec":…,
+ * "ratioToRaw":…}`,
  * `{"bench":"healthz-under-load","p50Ms":…,"p99Ms":…}` and
  * `{"bench":"healthz-under-load","variant":"large-lines","p50Ms":…,"p99Ms":…,"maxMs":…}`.
  */
@@ -24,12 +28,19 @@ import { encodeJsonl } from "../../lib/records.ts";
 import { startS3Server } from "../../lib/s3-server.ts";
 import { createStorage } from "../../lib/storage.ts";
 import { Rng } from "../../training/rng.ts";
-import { benchModel, benchTexts, rawRecordsPerSec } from "./lib/rater-fixture.ts";
+import process from "node:process";
+import {
+  benchDocuments,
+  benchModel,
+  benchWindows,
+  rawThroughput,
+  utf8Bytes,
+} from "./lib/rater-fixture.ts";
 import { probeWhile } from "./lib/probe-schedule.ts";
 
 const { values } = parseArgs({
   options: {
-    records: { type: "string", default: "20000" },
+    records: { type: "string", default: "2000" },
     batch: { type: "string", default: "256" },
     "large-lines": { type: "string", default: "5" },
     "large-line-mb": { type: "string", default: "60" },
@@ -48,8 +59,9 @@ if (!(Number.isInteger(largeLines) && largeLines >= 0 && largeLineBytes > 0)) {
 
 const { rater, seqLen, model } = benchModel();
 const rng = new Rng(1);
-const shard = (prefix: string) =>
-  encodeJsonl(benchTexts(rng, records, seqLen).map((text, i) => ({ id: `${prefix}-${i}`, text })));
+const docsA = benchDocuments(rng, records);
+const shard = (prefix: string, docs: string[]) =>
+  encodeJsonl(docs.map((text, i) => ({ id: `${prefix}-${i}`, text })));
 
 const tmp = await Deno.makeTempDir({ prefix: "bench-score-endpoint-" });
 const s3 = await startS3Server({ dir: `${tmp}/s3`, buckets: ["bench"] });
@@ -68,8 +80,8 @@ const base = `http://127.0.0.1:${server.addr.port}`;
 try {
   await storage.write("s3://bench/rater.onnx", model);
   await storage.write("s3://bench/warm.jsonl", encodeJsonl([{ id: "w", text: "warm up" }]));
-  await storage.write("s3://bench/a.jsonl", shard("a"));
-  await storage.write("s3://bench/b.jsonl", shard("b"));
+  await storage.write("s3://bench/a.jsonl", shard("a", docsA));
+  await storage.write("s3://bench/b.jsonl", shard("b", benchDocuments(rng, records)));
   if (largeLines > 0) {
     // Prose with non-ASCII characters and escapes: the slowest kind of line to check and parse.
     const unit = "Grüße, naïve café\n\t«quote» ";
@@ -99,23 +111,41 @@ try {
   };
   await score("s3://bench/warm.jsonl", "s3://bench/out/warm.manifest.jsonl");
 
+  const textBytes = utf8Bytes(docsA);
+  const cpuBefore = process.cpuUsage();
   const start = performance.now();
   const result = await score("s3://bench/a.jsonl", "s3://bench/out/a.manifest.jsonl");
   const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   if (result.counts.records !== records) throw new Error("not every record was scored");
-  // The reference, measured in this run on the same model, batch and record mix.
-  const raw = await rawRecordsPerSec(model, seqLen, batchSize, 5);
+  // The reference, measured in this run on the same model, batch and windows.
+  const { windows } = benchWindows(docsA, seqLen);
+  const raw = await rawThroughput(model, windows, batchSize, 5);
+  const mb = (bytesPerSec: number) => Math.round(bytesPerSec / 1e4) / 100;
   console.log(JSON.stringify({
     bench: "score-endpoint",
+    bytesPerSec: Math.round(textBytes / seconds),
+    mbPerSec: mb(textBytes / seconds),
+    bytesPerCpuSecond: Math.round(textBytes / cpuSeconds),
+    mbPerSecPerCore: mb(textBytes / cpuSeconds),
+    cpuSeconds: Math.round(cpuSeconds * 100) / 100,
+    rawBytesPerSec: Math.round(raw.bytesPerSec),
+    rawMbPerSecPerCore: mb(raw.bytesPerSec),
+    ratioToRaw: Math.round((textBytes / seconds / raw.bytesPerSec) * 1000) / 1000,
     recordsPerSec: Math.round(records / seconds),
-    rawRecordsPerSec: Math.round(raw),
-    ratioToRaw: Math.round((records / seconds / raw) * 1000) / 1000,
     records,
+    textBytes,
+    windows: windows.length,
     seconds: Math.round(seconds * 1000) / 1000,
     batch: batchSize,
-    seqLen,
-    rater: rater.kind,
-    threads: 1,
+    window: seqLen,
+    cap: result.scoring.cap,
+    rater: `${rater.kind} d${rater.dModel} l${rater.layers} h${rater.heads} ffn${rater.ffn} ` +
+      `patch${rater.patch}`,
+    inferenceWorkers: 1,
+    onnxThreads: 1,
+    cores: navigator.hardwareConcurrency,
     store: "s3rver",
   }));
 

@@ -71,6 +71,7 @@ async function tsCase(shard: string, manifest: string) {
     records: header.counts.records,
     kept: header.counts.kept,
     entries: entries.map((e) => [e.id, e.line, e.score, e.keep]),
+    entrySpans: entries.map((e) => [e.spans, e.truncated ?? false]),
     keptIds: kept.map((r) => r.id),
     keptRecords: kept.map((r) => r.record),
     keptScores: kept.map((r) => r.score),
@@ -332,6 +333,7 @@ describe("the Python manifest reader", () => {
       test_manifest_with_a_wrong_id: "ok",
       test_unknown_manifest_version: "ok",
       test_a_shard_read_as_a_manifest_says_what_it_is: "ok",
+      test_entry_spans_and_truncation_are_read_and_checked: "ok",
     };
     expect(py.results, py.text).toEqual(expected);
     // The manifest changes mean nothing if the files the Python side read are not these.

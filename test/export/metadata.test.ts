@@ -49,7 +49,60 @@ describe("readRaterMetadata", () => {
       calibration,
       configSha256: configDigest,
       seqLen: SEQ_LEN,
+      scoring: { window: SEQ_LEN, stride: SEQ_LEN, aggregation: "mean" },
     });
+  });
+
+  it("carries the whole-record scoring spec (window, stride, aggregation) from the rater config", () => {
+    const windowed = raterConfig({
+      dModel: 16,
+      layers: 1,
+      heads: 2,
+      ffn: 32,
+      scoring: { stride: 20, aggregation: "min" },
+    });
+    const model = exportRaterOnnx({
+      params: randomRaterParams(windowed, SEQ_LEN, 1),
+      rater: windowed,
+      seqLen: SEQ_LEN,
+      calibration,
+      configDigest,
+    });
+    const props = onnx.ModelProto.decode(model).metadataProps;
+    const map = Object.fromEntries(props.map((p) => [p.key, p.value]));
+    expect(JSON.parse(map[META_KEYS.scoring])).toEqual({
+      window: SEQ_LEN,
+      stride: 20,
+      aggregation: "min",
+    });
+    expect(readRaterMetadata(model).scoring).toEqual({
+      window: SEQ_LEN,
+      stride: 20,
+      aggregation: "min",
+    });
+    const tooLong = raterConfig({ ...windowed, scoring: { stride: 33, aggregation: "mean" } });
+    expect(() =>
+      exportRaterOnnx({
+        params: randomRaterParams(tooLong, SEQ_LEN, 1),
+        rater: tooLong,
+        seqLen: SEQ_LEN,
+        calibration,
+        configDigest,
+      })
+    ).toThrow(/stride 33 is longer than the window/);
+  });
+
+  it("reads an export from before windows and patches as one window per record, one byte per position", () => {
+    const old = edited((m) => {
+      m.metadataProps = m.metadataProps.filter((p) => p.key !== META_KEYS.scoring).map((p) => {
+        if (p.key !== META_KEYS.rater) return p;
+        const { patch: _patch, scoring: _scoring, ...rest } = JSON.parse(p.value!);
+        return { key: p.key, value: JSON.stringify(rest) };
+      });
+    });
+    const meta = readRaterMetadata(old);
+    expect(meta.scoring).toEqual({ window: SEQ_LEN, stride: SEQ_LEN, aggregation: "mean" });
+    expect(meta.rater.patch).toBe(1);
   });
 
   it("stores each metadata value under its datarater.* key as a string", () => {
@@ -151,6 +204,8 @@ describe("exportRaterOnnx", () => {
   });
 
   it("refuses parameters that do not fit the rater config, naming the parameter", () => {
+    // One byte per position, so positions = bytes in the message below.
+    const rater = raterConfig({ dModel: 16, layers: 1, heads: 2, ffn: 32, patch: 1 });
     const params = randomRaterParams(rater, SEQ_LEN, 1);
     const base = { rater, seqLen: SEQ_LEN, calibration, configDigest };
     const { pos: _pos, ...missing } = params;
@@ -161,6 +216,10 @@ describe("exportRaterOnnx", () => {
       /parameter "pos" has shape \[32,16\] but the rater config needs \[16,16\]/,
     );
     const nan = { ...params, "head.b": { shape: [1], values: Float32Array.of(NaN) } };
+    const patched = randomRaterParams({ ...rater, patch: 4 }, SEQ_LEN, 1);
+    expect(() =>
+      exportRaterOnnx({ ...base, rater: { ...rater, patch: 4 }, params: patched, seqLen: 16 })
+    ).toThrow(/parameter "pos" has shape \[8,16\] but the rater config needs \[4,16\]/);
     expect(() => exportRaterOnnx({ ...base, params: nan })).toThrow(/"head.b" contains NaN/);
     const extra = { ...params, "l0.attn.extra": { shape: [1], values: new Float32Array(1) } };
     expect(() => exportRaterOnnx({ ...base, params: extra })).toThrow(ExportError);

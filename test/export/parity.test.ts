@@ -8,7 +8,14 @@ import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import type { RaterConfig } from "../../lib/config.ts";
-import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
+import { aggregateScores, windowSpans } from "../../lib/windows.ts";
+import {
+  exportRaterOnnx,
+  readRaterMetadata,
+  scoreWithOnnx,
+  sha256Hex,
+} from "../../training/export-onnx.ts";
+import { Rng } from "../../training/rng.ts";
 import { useBackend } from "../../training/backend.ts";
 import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
@@ -29,6 +36,21 @@ const cases: { name: string; rater: RaterConfig; seqLen: number }[] = [
   {
     name: "transformer, no blocks (embedding + final LayerNorm only)",
     rater: raterConfig({ layers: 0, dModel: 16, heads: 1 }),
+    seqLen: SEQ_LEN,
+  },
+  {
+    name: "transformer, one byte per position (patch 1)",
+    rater: raterConfig({ patch: 1 }),
+    seqLen: SEQ_LEN,
+  },
+  {
+    name: "transformer, patch 3 (the last patch is short: 64 = 21·3 + 1)",
+    rater: raterConfig({ patch: 3, dModel: 32, heads: 4, ffn: 64, layers: 1 }),
+    seqLen: SEQ_LEN,
+  },
+  {
+    name: "transformer, the default demo rater's shape (dModel 32, 1 layer, ffn 64, patch 4)",
+    rater: raterConfig({ dModel: 32, layers: 1, heads: 4, ffn: 64 }),
     seqLen: SEQ_LEN,
   },
 ];
@@ -57,10 +79,11 @@ function tfjsScores(
   params: ReturnType<typeof randomRaterParams>,
   rater: RaterConfig,
   seqLen: number,
+  records: readonly (string | Uint8Array)[] = RECORDS,
 ) {
   return tf.tidy(() => {
     const p = toTensors(params);
-    const s = raterScores(p, rater, encodeBatch(RECORDS, seqLen)).dataSync() as Float32Array;
+    const s = raterScores(p, rater, encodeBatch(records, seqLen)).dataSync() as Float32Array;
     disposeParams(p);
     return Float32Array.from(s);
   });
@@ -110,6 +133,69 @@ describe.each(["wasm"] as const)("ONNX parity with tfjs-%s", (backend) => {
       } finally {
         await session.release();
       }
+    },
+  );
+
+  it.each([
+    { stride: SEQ_LEN, aggregation: "mean" as const },
+    { stride: 40, aggregation: "min" as const },
+  ])(
+    "whole records of several KB scored window by window (stride $stride, $aggregation) equal the " +
+      "trainer's forward pass on the same windows, aggregated, within 1e-4",
+    async ({ stride, aggregation }) => {
+      const rater = raterConfig({
+        dModel: 32,
+        layers: 1,
+        heads: 4,
+        ffn: 64,
+        scoring: { stride, aggregation },
+      });
+      const params = randomRaterParams(rater, SEQ_LEN, 5);
+      const model = exportRaterOnnx({
+        params,
+        rater,
+        seqLen: SEQ_LEN,
+        calibration: someCalibration(),
+        configDigest: sha256Hex("parity-long"),
+      });
+      expect(readRaterMetadata(model).scoring).toEqual({ window: SEQ_LEN, stride, aggregation });
+      const rng = new Rng(13);
+      // Long records of mixed text, multi-byte characters cut by window edges included; one past
+      // the cap, so the cap is honoured identically.
+      const cap = 3000;
+      const long = Array.from({ length: 12 }, (_, i) =>
+        Array.from(
+          { length: 200 + rng.int(600) },
+          () => ["the ", "rater ", "日本 ", "😀", "0x3f ", "\n"][rng.int(6)],
+        ).join("") + "ä".repeat(i));
+      long.push("word ".repeat(1000));
+      const bytes = long.map((t) => new TextEncoder().encode(t));
+      expect(bytes.some((b) => b.length > cap)).toBe(true);
+      expect(bytes.every((b) => b.length > 4 * SEQ_LEN)).toBe(true);
+      const plan = { window: SEQ_LEN, stride, cap };
+      const windows: Uint8Array[] = [];
+      const spansOf = bytes.map((b) => {
+        const { spans } = windowSpans(b.length, plan);
+        for (const [s, e] of spans) windows.push(b.subarray(s, e));
+        return spans;
+      });
+      const windowScores = tfjsScores(params, rater, SEQ_LEN, windows);
+      expect(std(windowScores)).toBeGreaterThan(0.05);
+      let at = 0;
+      const expected = Float32Array.from(spansOf, (spans) => {
+        const score = aggregateScores(
+          windowScores.subarray(at, at + spans.length),
+          spans,
+          aggregation,
+        );
+        at += spans.length;
+        return score;
+      });
+      const actual = await scoreWithOnnx(model, long, SEQ_LEN, { cap, batchSize: 37 });
+      expect(maxAbsDiff(actual, expected)).toBeLessThanOrEqual(TOLERANCE);
+      // The bodies count: the same records cut to their first window score differently.
+      const heads = tfjsScores(params, rater, SEQ_LEN, bytes.map((b) => b.subarray(0, SEQ_LEN)));
+      expect(maxAbsDiff(heads, expected)).toBeGreaterThan(1e-3);
     },
   );
 });

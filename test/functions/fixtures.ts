@@ -6,6 +6,12 @@ import * as ort from "onnxruntime-node";
 import { encodeBatch } from "../../lib/bytes.ts";
 import { quantileCalibration, type ScoreCalibration } from "../../lib/calibration.ts";
 import { RaterConfigSchema } from "../../lib/config.ts";
+import {
+  aggregateScores,
+  type Aggregation,
+  DEFAULT_SCORE_CAP_BYTES,
+  windowSpans,
+} from "../../lib/windows.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
@@ -47,7 +53,7 @@ export function referenceTexts(n: number, seed = 7): string[] {
 /** Scores texts with onnxruntime directly (the reference the endpoint must agree with). */
 export async function scoreDirect(
   bytes: Uint8Array,
-  texts: string[],
+  texts: (string | Uint8Array)[],
   seqLen: number,
 ): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
@@ -64,7 +70,41 @@ export async function scoreDirect(
 }
 
 /**
- * Builds a DataRater export from random weights, calibrated on its own scores of
+ * Whole-record scores the endpoint must agree with, computed independently of functions/: each
+ * text's UTF-8 bytes up to `cap` cut by lib/windows.ts, the windows scored by onnxruntime directly
+ * ({@link scoreDirect}), aggregated per record. Also returns each record's spans.
+ */
+export async function scoreRecordsDirect(
+  bytes: Uint8Array,
+  texts: string[],
+  seqLen: number,
+  options: { stride?: number; aggregation?: Aggregation; cap?: number } = {},
+): Promise<{ scores: Float32Array; spans: [number, number, number][][]; truncated: boolean[] }> {
+  const plan = {
+    window: seqLen,
+    stride: options.stride ?? seqLen,
+    cap: options.cap ?? DEFAULT_SCORE_CAP_BYTES,
+  };
+  const encoder = new TextEncoder();
+  const cuts = texts.map((t) => {
+    const b = encoder.encode(t);
+    return { ...windowSpans(b.length, plan), bytes: b };
+  });
+  const windowBytes = cuts.flatMap((c) => c.spans.map(([s, e]) => c.bytes.subarray(s, e)));
+  const windowScores = await scoreDirect(bytes, windowBytes, seqLen);
+  let at = 0;
+  const scores = new Float32Array(texts.length);
+  const spans = cuts.map((c, i) => {
+    const ws = windowScores.subarray(at, at + c.spans.length);
+    at += c.spans.length;
+    scores[i] = aggregateScores(ws, c.spans, options.aggregation ?? "mean");
+    return c.spans.map(([s, e], j) => [s, e, ws[j]] as [number, number, number]);
+  });
+  return { scores, spans, truncated: cuts.map((c) => c.truncated) };
+}
+
+/**
+ * Builds a DataRater export from random weights, calibrated on its own whole-record scores of
  * {@link referenceTexts} (what training does with a reference sample).
  */
 export async function buildTestModel(
@@ -88,7 +128,7 @@ export async function buildTestModel(
     calibration: quantileCalibration([0, 1]),
     configDigest,
   });
-  const reference = await scoreDirect(provisional, referenceTexts(512), seqLen);
+  const reference = (await scoreRecordsDirect(provisional, referenceTexts(512), seqLen)).scores;
   const calibration = quantileCalibration(reference);
   const bytes = exportRaterOnnx({ params, rater, seqLen, calibration, configDigest });
   return { bytes, sha256: sha256Hex(bytes), calibration, seqLen };

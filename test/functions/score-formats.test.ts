@@ -60,6 +60,7 @@ describe("POST /v1/score formats", () => {
     const rows = (await storage.readText(r.body.formats.dolmaAttributes)).trimEnd().split("\n");
     expect(rows.length).toBe(20);
     expect(Object.keys(JSON.parse(rows[0]).attributes).sort()).toEqual([
+      "dr__datarater__doc_score",
       "dr__datarater__keep",
       "dr__datarater__score",
     ]);

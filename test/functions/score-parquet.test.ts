@@ -20,7 +20,7 @@ import {
   postScore as score,
   referenceTexts,
   type S3Rig,
-  scoreDirect,
+  scoreRecordsDirect,
   startS3Rig,
   stopS3Rig,
   type TestModel,
@@ -62,7 +62,7 @@ describe("scoring Parquet shards", () => {
     const output = `file://${tmp}/manifests/part-0.manifest.jsonl`;
     const r = await scoreAtZero(app, shard, output);
     expect(r.status).toBe(201);
-    const expected = await scoreDirect(model.bytes, texts, model.seqLen);
+    const expected = (await scoreRecordsDirect(model.bytes, texts, model.seqLen)).scores;
     const { header, entries } = await readManifest(storage, output);
     const got = await Array.fromAsync(entries);
     expect(got.map((e) => [e.id, e.line])).toEqual(records.map((rec, i) => [rec.id, i + 1]));
@@ -144,7 +144,8 @@ describe("scoring Parquet shards", () => {
     const got = await Array.fromAsync(entries);
     const goodRows = texts.map((_, i) => i).filter((i) => i !== 4 && i !== 9 && i !== 20);
     expect(got.map((e) => e.line)).toEqual(goodRows.map((i) => i + 1));
-    const expected = await scoreDirect(model.bytes, goodRows.map((i) => texts[i]), model.seqLen);
+    const expected =
+      (await scoreRecordsDirect(model.bytes, goodRows.map((i) => texts[i]), model.seqLen)).scores;
     for (let j = 0; j < got.length; j++) {
       expect(Math.abs(got[j].score - expected[j])).toBeLessThanOrEqual(1e-6);
     }

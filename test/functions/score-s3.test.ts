@@ -24,7 +24,7 @@ import {
   postScore as score,
   referenceTexts,
   type S3Rig,
-  scoreDirect,
+  scoreRecordsDirect,
   startS3Rig,
   stopS3Rig,
   type TestModel,
@@ -41,6 +41,8 @@ interface ShardFixture {
   uri: string;
   records: { id: string; text: string }[];
   scores: Float32Array;
+  /** Each record's window scores `[start, end, score]`, byte offsets. */
+  spans: [number, number, number][][];
 }
 const shards: ShardFixture[] = [];
 
@@ -58,7 +60,8 @@ beforeAll(async () => {
     const records = texts.map((text, i) => ({ id: `s${s}-r${i}`, text }));
     const uri = `s3://corpus/shards/part-${s}.jsonl${s % 2 ? ".gz" : ""}`;
     await storage.write(uri, s % 2 ? await encodeJsonlGz(records) : encodeJsonl(records));
-    shards.push({ uri, records, scores: await scoreDirect(model.bytes, texts, model.seqLen) });
+    const { scores, spans } = await scoreRecordsDirect(model.bytes, texts, model.seqLen);
+    shards.push({ uri, records, scores, spans });
   }
   app = createApp({ storage, allowedRoots: ["s3://corpus/"], batchSize: 64 });
 });
@@ -86,6 +89,11 @@ async function expectManifestMatches(
   for (let i = 0; i < entries.length; i++) {
     expect(Math.abs(entries[i].score - shard.scores[i])).toBeLessThanOrEqual(1e-6);
     expect(entries[i].keep).toBe(keep(entries[i].id, entries[i].score));
+    const spans = entries[i].spans!;
+    expect(spans.map(([s, e]) => [s, e])).toEqual(shard.spans[i].map(([s, e]) => [s, e]));
+    spans.forEach(([, , score], j) =>
+      expect(Math.abs(score - shard.spans[i][j][2])).toBeLessThanOrEqual(1e-6)
+    );
   }
   return entries;
 }

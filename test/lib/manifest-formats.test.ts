@@ -143,7 +143,7 @@ describe("Parquet manifest", () => {
 });
 
 describe("dolma attributes", () => {
-  it("one row per document in order, code-point spans, score and keep matching the manifest, at dolma's derived path", async () => {
+  it("one row per document in order, code-point window spans, doc score and keep matching the manifest, at dolma's derived path", async () => {
     const v1 = `file://${tmp}/m/a.manifest.jsonl`;
     const { uri, created } = await writeDolmaAttributes(storage, v1, { name: "rater1" });
     expect(created).toBe(true);
@@ -164,19 +164,29 @@ describe("dolma attributes", () => {
       }
       const doc = JSON.parse(docs[i]);
       const len = [...doc.text].length;
+      // Characters that start before byte b: a character cut at b decodes as one U+FFFD.
+      const bytes = new TextEncoder().encode(doc.text);
+      const cpAt = (b: number) => [...new TextDecoder().decode(bytes.subarray(0, b))].length;
+      expect(entry.spans!.length).toBeGreaterThanOrEqual(Math.ceil(bytes.length / 32));
       expect(row).toEqual({
         id: entry.id,
         attributes: {
-          rater1__datarater__score: [[0, len, entry.score]],
+          rater1__datarater__score: entry.spans!.map(([s, e, score]) => [cpAt(s), cpAt(e), score]),
+          rater1__datarater__doc_score: [[0, len, entry.score]],
           rater1__datarater__keep: [[0, len, entry.keep ? 1 : 0]],
         },
       });
     });
     expect(rows[6]).toEqual({ id: null, attributes: {} }); // the broken line
     expect(rows[7]).toEqual({ id: "j-2", attributes: {} }); // the duplicate the scorer skipped
-    expect(rows[4].attributes.rater1__datarater__score[0][1]).toBe(
+    expect(rows[4].attributes.rater1__datarater__score.at(-1)[1]).toBe(
       codePointLength(JSON.parse(docs[4]).text),
     );
+    expect(rows[4].attributes.rater1__datarater__doc_score[0][1]).toBe(
+      codePointLength(JSON.parse(docs[4]).text),
+    );
+    // The astral character's 4 bytes sit in the first window, counted once.
+    expect(rows[4].attributes.rater1__datarater__score[0].slice(0, 2)).toEqual([0, 29]);
     expect(codePointLength(JSON.parse(docs[4]).text)).toBe(JSON.parse(docs[4]).text.length - 1);
   });
 
@@ -245,6 +255,47 @@ describe("real clients agree on the kept set", () => {
       );
       const header = JSON.parse(String(kv.getRowObjectsJS()[0].v));
       expect(header.counts.kept).toBe(want.length);
+    } finally {
+      conn.closeSync();
+      db.closeSync();
+    }
+  });
+
+  it("DuckDB reads the Parquet spans column as list<struct<start, end, score>> equal to the v1 spans", async () => {
+    const v1 = `file://${tmp}/m/a.manifest.jsonl`;
+    const pq = `${tmp}/m/a-spans.manifest.parquet`;
+    await writeParquetManifest(storage, v1, `file://${pq}`, { rowGroupSize: 5 });
+    const entries = await Array.fromAsync(readManifestEntries(storage, v1));
+    expect(entries.some((e) => e.spans!.length > 1)).toBe(true);
+    const db = await DuckDBInstance.create(":memory:");
+    const conn = await db.connect();
+    try {
+      const types = await conn.runAndReadAll(
+        `SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('${pq}'))`,
+      );
+      expect(Object.fromEntries(
+        types.getRowObjectsJS().map((r) => [r.column_name, r.column_type]),
+      )).toMatchObject({
+        spans: 'STRUCT("start" BIGINT, "end" BIGINT, score DOUBLE)[]',
+        truncated: "BOOLEAN",
+      });
+      const rows = await conn.runAndReadAll(
+        `SELECT line, [[s.start, s.end] FOR s IN spans] AS bounds,
+                [s.score FOR s IN spans] AS scores, truncated
+         FROM read_parquet('${pq}') ORDER BY line`,
+      );
+      const got = rows.getRowObjectsJS().map((r) => ({
+        line: Number(r.line),
+        spans: (r.bounds as bigint[][]).map(([a, b], j) => [
+          Number(a),
+          Number(b),
+          (r.scores as number[])[j],
+        ]),
+        truncated: r.truncated,
+      }));
+      expect(got).toEqual(
+        entries.map((e) => ({ line: e.line, spans: e.spans, truncated: e.truncated === true })),
+      );
     } finally {
       conn.closeSync();
       db.closeSync();

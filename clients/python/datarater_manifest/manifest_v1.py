@@ -3,8 +3,10 @@
 Line 1 is the header: ``kind`` ``"datarater.manifest"``, ``version`` 1, ``model`` (uri, sha256,
 format, maxLength), ``input`` (uri, etag, sha256 of the stored bytes, size), ``fields`` (the id and
 text field names), ``onInvalid``, ``policy``, ``threshold``, ``counts`` (records, kept, dropped,
-skippedInvalid), ``invalid`` (the first skipped lines) and ``scores`` (a summary). Then one entry
-``{"id", "line", "score", "keep"}`` per scored record, in input order; lines the scorer skipped as
+skippedInvalid), ``invalid`` (the first skipped lines), ``scores`` (a summary) and ``scoring`` (how
+records were windowed: window, stride, aggregation, cap). Then one entry
+``{"id", "line", "score", "keep", "spans"}`` (and ``"truncated": true`` for a record cut at the cap)
+per scored record, in input order; lines the scorer skipped as
 invalid (bad JSON, missing fields, invalid UTF-8, duplicate ids) have no entry, which is why each
 entry carries its shard line. Empty lines are ignored.
 """
@@ -75,6 +77,14 @@ def _entry_problem(value):
         return "score: expected a number"
     if not isinstance(value.get("keep"), bool):
         return "keep: expected true or false"
+    spans = value.get("spans")
+    if spans is not None and not (
+        isinstance(spans, list) and spans and all(
+            isinstance(s, list) and len(s) == 3 and _is_int(s[0]) and _is_int(s[1])
+            and 0 <= s[0] <= s[1] and _is_number(s[2]) for s in spans)):
+        return "spans: expected a non-empty list of [start, end, score]"
+    if value.get("truncated", True) is not True:
+        return "truncated: expected true when present"
     return None
 
 
@@ -98,8 +108,11 @@ def iter_entries(header, lines):
             )
         last_line = value["line"]
         count += 1
+        spans = value.get("spans")
         yield ManifestEntry(id=value["id"], line=value["line"], score=value["score"],
-                            keep=value["keep"])
+                            keep=value["keep"],
+                            spans=None if spans is None else tuple(tuple(s) for s in spans),
+                            truncated=value.get("truncated", False))
     if count != header.records:
         raise ManifestError(
             f"{uri} is truncated or corrupt: {count} entries but the header counts "

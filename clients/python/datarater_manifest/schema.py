@@ -37,4 +37,12 @@ class ManifestEntry:
     id: str
     line: int
     score: float
+    """The record's score: the header's ``scoring.aggregation`` of its span scores."""
     keep: bool
+    spans: object = None
+    """The window scores as a tuple of ``(start, end, score)``: byte offsets into the record's UTF-8
+    text, end exclusive, covering its first ``min(len, scoring.cap)`` bytes; None in manifests
+    written before windows."""
+    truncated: bool = False
+    """True when the record was longer than the header's ``scoring.cap`` bytes: its tail was not
+    rated."""

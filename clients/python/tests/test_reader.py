@@ -74,6 +74,8 @@ class AgreesWithTypeScript(unittest.TestCase):
         entries = list(iter_entries(case["manifest"]))
         self.assertEqual(
             [[e.id, e.line, e.score, e.keep] for e in entries], case["entries"])
+        self.assertEqual(
+            [[[list(s) for s in e.spans], e.truncated] for e in entries], case["entrySpans"])
         pairs = list(iter_kept(case["shard"], case["manifest"], with_entries=True))
         self.assertEqual([entry.id for _, entry in pairs], case["keptIds"])
         self.assertEqual([as_javascript_sees_it(record) for record, _ in pairs],
@@ -214,6 +216,33 @@ class AgreesWithTypeScript(unittest.TestCase):
                 read(case["manifest"])
             self.assertIn("version 2", str(caught.exception))
             self.assertIn("upgrade", str(caught.exception))
+
+    def test_entry_spans_and_truncation_are_read_and_checked(self):
+        manifest = CASES["jsonl"]["manifest"]
+        path = manifest[len("file://"):] if manifest.startswith("file://") else manifest
+        with open(path, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        entries = list(iter_entries(CASES["jsonl"]["manifest"]))
+        self.assertTrue(all(e.spans and e.spans[0][0] == 0 for e in entries))
+        self.assertTrue(all(
+            a[1] == b[0] for e in entries for a, b in zip(e.spans, e.spans[1:])))
+        with tempfile.TemporaryDirectory() as tmp:
+            def read_with(entry):
+                path = os.path.join(tmp, "m.manifest.jsonl")
+                with open(path, "w", encoding="utf-8") as f:
+                    for line in [lines[0], entry] + lines[2:]:
+                        f.write(json.dumps(line) + "\n")
+                return list(iter_entries(path))
+
+            cut = dict(lines[1], truncated=True)
+            self.assertTrue(read_with(cut)[0].truncated)
+            self.assertFalse(read_with(lines[1])[0].truncated)
+            for bad in ([], [[0, 5]], [[5, 0, 1.0]], [[0, 5, "x"]], "spans"):
+                with self.assertRaises(ManifestError) as caught:
+                    read_with(dict(lines[1], spans=bad))
+                self.assertIn("spans: expected", str(caught.exception))
+            with self.assertRaises(ManifestError):
+                read_with(dict(lines[1], truncated=False))
 
     def test_a_shard_read_as_a_manifest_says_what_it_is(self):
         with self.assertRaises(UnsupportedManifestError) as caught:

@@ -20,11 +20,12 @@
  */
 import * as yaml from "js-yaml";
 import { parseArgs } from "node:util";
-import { configDigest, joinUri, parseTrainConfig, raterSeqLen, RUN_LAYOUT } from "../lib/config.ts";
+import { configDigest, joinUri, parseTrainConfig, RUN_LAYOUT } from "../lib/config.ts";
 import { storageFromEnv } from "../lib/storage.ts";
 import { decodeCheckpoint, listCheckpoints } from "../training/checkpoint.ts";
 import { describeStats, loadDataset } from "../training/data.ts";
 import { exportRater, REFERENCE_SIZE } from "../training/export.ts";
+import { datasetOptions } from "../training/trainer.ts";
 
 const USAGE = "usage: deno task export --config FILE [--output URI] [--checkpoint URI] " +
   "[--weights ema|current] [--reference N] [--to URI]";
@@ -87,10 +88,8 @@ async function main() {
   const params = weights === "ema" ? state.etaEma : state.eta;
 
   const train = await loadDataset(storage, config.data.train, {
-    seqLen: raterSeqLen(config),
+    ...datasetOptions(config),
     name: "train",
-    idField: config.data.idField,
-    textField: config.data.textField,
   });
   console.error(`calibration data: ${describeStats(train.stats)}`);
   // The trainer's own export procedure (training/export.ts), so a checkpoint exported here gives

@@ -372,20 +372,26 @@ async function exportChosenRater(
   return { uri: exported.uri, sha256: exported.sha256, chosen, candidates: losses };
 }
 
+/**
+ * How the trainer (and `deno task export`, which must calibrate on the same bytes) loads a split:
+ * each record up to `data.maxRecordBytes`, whatever the learners' window, because the export
+ * calibrates on whole records as the scorer rates them (lib/windows.ts).
+ */
+export function datasetOptions(config: TrainConfig) {
+  return {
+    seqLen: config.seqLen,
+    idField: config.data.idField,
+    textField: config.data.textField,
+    maxBytes: Math.max(raterSeqLen(config), config.data.maxRecordBytes),
+  };
+}
+
 async function loadDatasets(
   storage: Storage,
   config: TrainConfig,
   log: (line: string) => void,
 ): Promise<{ train: Dataset; heldout: Dataset }> {
-  const opts = {
-    seqLen: config.seqLen,
-    idField: config.data.idField,
-    textField: config.data.textField,
-    maxBytes: Math.max(
-      raterSeqLen(config),
-      config.data.window === "random" ? config.data.maxRecordBytes : config.seqLen,
-    ),
-  };
+  const opts = datasetOptions(config);
   const [train, heldout] = await Promise.all([
     loadDataset(storage, config.data.train, { ...opts, name: "train" }),
     loadDataset(storage, config.data.heldout, { ...opts, name: "heldout" }),

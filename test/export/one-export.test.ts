@@ -11,7 +11,7 @@ import { FileStorage } from "../../lib/storage.ts";
 import { datasetFromTexts, loadDataset, recordAt } from "../../training/data.ts";
 import { exportRater, REFERENCE_SIZE, referenceSample } from "../../training/export.ts";
 import { readRaterMetadata, scoreWithOnnx, sha256Hex } from "../../training/export-onnx.ts";
-import { train, type TrainResult } from "../../training/trainer.ts";
+import { datasetOptions, train, type TrainResult } from "../../training/trainer.ts";
 
 const SCRIPT = new URL("../../scripts/export.ts", import.meta.url).pathname;
 const storage = new FileStorage();
@@ -101,7 +101,10 @@ describe("the trainer's export and deno task export", () => {
   it("calibrates on the ONNX graph's own scores of a seeded sample drawn without replacement", async () => {
     const config = parseTrainConfig(rawConfig);
     const seqLen = raterSeqLen(config);
-    const trainSet = await loadDataset(storage, config.data.train, { seqLen, name: "train" });
+    const trainSet = await loadDataset(storage, config.data.train, {
+      ...datasetOptions(config),
+      name: "train",
+    });
     const reference = referenceSample(trainSet, REFERENCE_SIZE, config.seed);
     const meta = readRaterMetadata(fromTrainer["rater.onnx"]);
     expect(meta.calibration.samples).toBe(REFERENCE_SIZE);

@@ -75,7 +75,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
   batch: 16,
   steps: 150,
   evalEvery: 25,
-  evalRecords: 128,
+  evalWindows: 128,
 };
 
 /** Same steps, small: measured 6 min 30 s on two otherwise idle cores (2026-11-30). */
@@ -117,7 +117,7 @@ const TINY_DOWNSTREAM: DownstreamConfig = {
   batch: 8,
   steps: 8,
   evalEvery: 4,
-  evalRecords: 16,
+  evalWindows: 16,
   evalBatch: 16,
   warmupSteps: 2,
 };

@@ -578,7 +578,7 @@ export async function writeReport(
     `${
       ev.config.downstream.steps * ev.config.downstream.batch * ev.config.downstream.seqLen
     } bytes), Adam lr ${ev.config.downstream.lr}, ` +
-    `evaluated every ${ev.config.downstream.evalEvery} steps on at most ${ev.config.downstream.evalRecords} records per test set.`,
+    `evaluated every ${ev.config.downstream.evalEvery} steps on ${ev.config.downstream.evalWindows} fixed seqLen-byte windows sampled over each test set's documents.`,
     ev.config.transfer
       ? `- Larger LM (transfer check): ${
         JSON.stringify(ev.config.transfer.lm)

@@ -29,7 +29,7 @@ import {
   runEvaluation,
 } from "../evaluation/evaluation.ts";
 import { PRESETS } from "../evaluation/presets.ts";
-import { writeReport } from "../evaluation/report.ts";
+import { HEADLINE, writeReport } from "../evaluation/report.ts";
 
 const USAGE =
   `usage: deno task evaluate --train URI --heldout URI --test NAME=URI [--test NAME=URI …]
@@ -119,8 +119,12 @@ async function main() {
     target: values.target,
     testSets,
     primaryTest,
-    raterManifests: manifests,
-    raterFlopsPerRecord: raterFlopsPerRecord(meta.rater, meta.seqLen),
+    raters: [{
+      method: HEADLINE,
+      manifests,
+      flopsPerRecord: raterFlopsPerRecord(meta.rater, meta.seqLen),
+      transfer: true,
+    }],
     baselines,
     fractions,
     seeds: numbers(values.seeds, "seeds") ?? preset.seeds,

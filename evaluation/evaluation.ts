@@ -319,7 +319,8 @@ export async function runEvaluation(
     if (done) {
       filterFlops[key] = done.inferenceFlops;
       keepRates[key] = done.keepRates;
-      keepByPosition[key] = done.keepByPosition ?? keepRatesByPosition(train, []);
+      // A filtered set written before positions were recorded has none: reported as n/a.
+      if (done.keepByPosition) keepByPosition[key] = done.keepByPosition;
       if (done.reasons) heuristicReasons = done.reasons;
       return prefix;
     }

@@ -91,9 +91,11 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
 };
 
 /**
- * Same steps, small, budgeted within ten minutes: a quick run costs about 17 s of one core (mostly
- * process start-up and loading; 8.5 s of wall time per run two at a time in the 6 min 30 s run of
- * 2026-11-30), so 61 runs ≈ 8.6 min, plus two meta-trainings of about 22 s each.
+ * Same steps, small, budgeted within ten minutes: 61 runs at the 8.5 s of wall time per run (two at
+ * a time; mostly process start-up and loading) of the 6 min 30 s run of 2026-11-30 ≈ 8.6 min, plus
+ * two meta-trainings of about 22 s each. Measured 2026-11-30 under this protocol on the shared
+ * machine with a load average of 4-11 from other work: 15 min 12 s (meta-training 240 s, 61 runs
+ * 642 s); not yet measured on idle cores.
  */
 const QUICK: DemoPreset = {
   name: "quick",

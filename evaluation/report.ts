@@ -130,6 +130,9 @@ function figure(g: MethodGain | undefined, test: string): GainFigure | null {
   return v ? { ...v.summary, perSeed: v.perSeed.map((p) => p.netComputeGain) } : null;
 }
 
+/** Text safe inside a Markdown table cell (a bare `|` would start a new cell). */
+const cell = (text: string) => text.replace(/\|/g, "\\|");
+
 /** `mean [lo, hi]` of a paired difference, saying when a seed had no value (the claim then fails). */
 function diffText(d: SeedSummary, digits?: number): string {
   const f = (x: number | null | undefined) => digits === undefined ? pctFmt(x) : fmt(x, digits);
@@ -781,7 +784,9 @@ export async function writeReport(
     "| claim | target | measured | met |",
     "|---|---|---|---|",
     ...checkList.map((c) =>
-      `| ${c.claim} | ${c.target} | ${c.measured} | ${c.pass ? "yes" : "**no**"} |`
+      `| ${cell(c.claim)} | ${cell(c.target)} | ${cell(c.measured)} | ${
+        c.pass ? "yes" : "**no**"
+      } |`
     ),
     "",
     "## Compute gains and final NLL (small LM)",

@@ -608,6 +608,8 @@ function sameDistributionSection(ev: EvaluationResult, json: ReportJson): string
   if (pool) {
     const r = pool.rater?.mean ?? null;
     const c = pool.ceiling?.mean ?? null;
+    const nll = (method: string, fraction: number | null) =>
+      fmt(gainOf(ev, method, fraction)?.byTest["test"]?.finalLoss.mean, 4);
     lines.push(
       "On the pool's own test split (`test`, a third junk), filtering junk out of training makes " +
         "that split's junk harder to predict, so its NLL can get worse while clean-prose NLL " +
@@ -615,7 +617,11 @@ function sameDistributionSection(ev: EvaluationResult, json: ReportJson): string
           r === null ? "never reached the baseline's NLL there (gain n/a)" : `gains ${pctFmt(r)}`
         }, its ceiling ${
           c === null ? "never reached it (gain n/a)" : `gains ${pctFmt(c)}`
-        }; neither is tuned for.`,
+        }; final \`test\` NLL: baseline ${nll("baseline", null)}, rater ${
+          nll(POOL_RATER, sd.bestDiscardFraction)
+        }, ceiling ${nll(POOL_CEILING, null)}, headline rater ${
+          nll(HEADLINE, json.bestDiscardFraction)
+        }. Neither test set is tuned for.`,
       "",
     );
   }

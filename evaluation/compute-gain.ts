@@ -108,8 +108,53 @@ export interface SeedSummary {
   max: number | null;
   /** Sample standard deviation (null with fewer than two defined values). */
   std: number | null;
+  /**
+   * 95% confidence interval of the mean over seeds: Student's t-interval
+   * `mean ± t(0.975, n-1) · std / √n` over the defined values; null with fewer than two.
+   */
+  ci95: [number, number] | null;
   defined: number;
   undefined: number;
+}
+
+/** Two-sided 95% quantiles of Student's t, `t(0.975, df)` for df = 1…30 (then the normal's). */
+const T975 = [
+  12.706,
+  4.303,
+  3.182,
+  2.776,
+  2.571,
+  2.447,
+  2.365,
+  2.306,
+  2.262,
+  2.228,
+  2.201,
+  2.179,
+  2.16,
+  2.145,
+  2.131,
+  2.12,
+  2.11,
+  2.101,
+  2.093,
+  2.086,
+  2.08,
+  2.074,
+  2.069,
+  2.064,
+  2.06,
+  2.056,
+  2.052,
+  2.048,
+  2.045,
+  2.042,
+];
+
+/** `t(0.975, df)`: the multiplier of a 95% t-interval with `df` degrees of freedom. */
+export function tQuantile975(df: number): number {
+  if (!(df >= 1)) throw new RangeError(`degrees of freedom must be ≥ 1, got ${df}`);
+  return df <= T975.length ? T975[Math.floor(df) - 1] : 1.96;
 }
 
 /**
@@ -121,16 +166,46 @@ export function summarizeSeeds(values: readonly (number | null)[]): SeedSummary 
   const xs = values.filter((v): v is number => v !== null && Number.isFinite(v));
   const n = xs.length;
   if (n === 0) {
-    return { mean: null, min: null, max: null, std: null, defined: 0, undefined: values.length };
+    return {
+      mean: null,
+      min: null,
+      max: null,
+      std: null,
+      ci95: null,
+      defined: 0,
+      undefined: values.length,
+    };
   }
   const mean = xs.reduce((a, b) => a + b, 0) / n;
   const std = n < 2 ? null : Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+  const half = std === null ? null : tQuantile975(n - 1) * std / Math.sqrt(n);
   return {
     mean,
     min: Math.min(...xs),
     max: Math.max(...xs),
     std,
+    ci95: half === null ? null : [mean - half, mean + half],
     defined: n,
     undefined: values.length - n,
   };
+}
+
+/**
+ * Whether a claim "`a` ≥ `b`" holds over paired seeds: the 95% t-interval of the per-seed
+ * differences `a[i] - b[i]` lies wholly at or above 0 (strictly above with `strict`). Any undefined
+ * value (a run that never reached the baseline) or fewer than two seeds fails the claim: an
+ * interval that cannot be computed cannot clear the bar.
+ */
+export function pairedClears(
+  a: readonly (number | null)[],
+  b: readonly (number | null)[],
+  strict = false,
+): { diff: SeedSummary; pass: boolean } {
+  if (a.length !== b.length) {
+    throw new RangeError(`paired values differ in count: ${a.length} vs ${b.length}`);
+  }
+  const d = a.map((x, i) => (x === null || b[i] === null ? null : x - b[i]!));
+  const diff = summarizeSeeds(d);
+  const lo = diff.ci95?.[0] ?? null;
+  return { diff, pass: diff.undefined === 0 && lo !== null && (strict ? lo > 0 : lo >= 0) };
 }

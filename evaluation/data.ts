@@ -22,6 +22,10 @@ export interface EvalRecord {
   source: string;
   /** Corruption level where the corpus records one. */
   noise?: number;
+  /** UTF-8 byte span of a damaged record's junk, where the corpus records one. */
+  damage?: { start: number; end: number };
+  /** Where a damaged record's junk sits, where the corpus records it. */
+  position?: "head" | "body";
   /** Shard URI and 1-based line, to join with manifests. */
   shard: string;
   line: number;
@@ -37,12 +41,32 @@ export async function loadRecords(storage: Storage, prefix: string): Promise<Eva
         text: r.text,
         source: typeof r.record.source === "string" ? r.record.source : "unknown",
         noise: typeof r.record.noise === "number" ? r.record.noise : undefined,
+        damage: damageOf(r.record.damage),
+        position: r.record.position === "head" || r.record.position === "body"
+          ? r.record.position
+          : undefined,
         shard,
         line: r.line,
       });
     }
   }
   return out;
+}
+
+/** A record's `damage` field when it is a well-formed byte span; otherwise absent (reported as n/a). */
+function damageOf(v: unknown): { start: number; end: number } | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const { start, end } = v as { start?: unknown; end?: unknown };
+  return Number.isInteger(start) && Number.isInteger(end) && (start as number) >= 0 &&
+      (end as number) >= (start as number)
+    ? { start: start as number, end: end as number }
+    : undefined;
+}
+
+/** Whether any object lies under `prefix` (an optional split such as `unseen/` may be absent). */
+export async function hasObjects(storage: Storage, prefix: string): Promise<boolean> {
+  for await (const _ of storage.list(prefix.endsWith("/") ? prefix : prefix + "/")) return true;
+  return false;
 }
 
 /** Manifest URIs under a prefix, sorted (every object whose name ends in `.jsonl` or `.manifest.jsonl`). */
@@ -91,6 +115,19 @@ export async function loadScores(
     }
   }
   return { scores, byId, threshold, records };
+}
+
+/**
+ * A short excerpt for the report: around the junk where the record says where it is (from a little
+ * before its start), otherwise the head; `chars` characters at most.
+ */
+export function excerpt(r: Pick<EvalRecord, "text" | "damage">, chars = 160): string {
+  if (!r.damage) return r.text.slice(0, chars);
+  const bytes = new TextEncoder().encode(r.text);
+  const from = Math.max(0, Math.min(bytes.length, r.damage.start) - 40);
+  // Decoding from a byte offset may start mid-character: the replacement character marks it.
+  const text = new TextDecoder().decode(bytes.subarray(from, from + chars * 4));
+  return (from > 0 ? "…" : "") + text.slice(0, chars);
 }
 
 /** Join key of a record with manifest entries. */

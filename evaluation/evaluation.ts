@@ -1,10 +1,10 @@
 /**
- * The downstream evaluation (issue 6, step 4): train byte-level LMs from scratch, same model,
- * optimiser and token budget, on all data (baseline), on DataRater-filtered data at each discard
- * fraction (read through the filter manifests), and on the baselines' data (C4/Gopher heuristics,
- * perplexity filtering, random dropping, a DCLM-style fastText classifier, the source-label
- * oracle); evaluate each on the test sets;
- * compute net compute gains per seed. Every run is a resumable stage: its result object is written
+ * The downstream evaluation (issue 6, step 4; protocol of issue 12): train byte-level LMs from
+ * scratch, same model, optimiser and token budget, on all data (baseline), on each rater's filtered
+ * data at each discard fraction (read through the filter manifests; several raters share one set of
+ * baseline runs), and on the baselines' data (C4/Gopher heuristics, perplexity filtering, random
+ * dropping, a DCLM-style fastText classifier, the source-label oracles); evaluate each on the test
+ * sets; compute net compute gains per seed. Every run is a resumable stage: its result object is written
  * once at the end, and a rerun skips runs whose result exists.
  *
  * @example
@@ -18,13 +18,14 @@ import { forEachLine, track } from "../lib/children.ts";
 import { joinUri } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
 import { type ComputeGain, computeGain, type SeedSummary, summarizeSeeds } from "./compute-gain.ts";
-import { type EvalRecord, loadRecords, loadScores, writeRecordShards } from "./data.ts";
+import { type EvalRecord, excerpt, loadRecords, loadScores, writeRecordShards } from "./data.ts";
 import { DEFAULT_FASTTEXT, fastTextLine, trainFastTextClassifier } from "./fasttext.ts";
 import {
   classifierFilter,
   type ClassifierScores,
   type FilterOutput,
   heuristicBaseline,
+  keepRatesByPosition,
   keepRatesBySource,
   noCorruptOracleFilter,
   oracleFilter,
@@ -49,6 +50,47 @@ export const BASELINE_METHODS = [
 /** One of {@link BASELINE_METHODS}. */
 export type BaselineMethod = (typeof BASELINE_METHODS)[number];
 
+/** A DataRater's filter manifests, evaluated beside the baselines. */
+export interface RaterInput {
+  /** Method name in runs and the report (`datarater` for the headline rater). */
+  method: string;
+  /** Manifests per discard fraction (`String(fraction)` → prefix of one manifest per shard). */
+  manifests: Record<string, string>;
+  /** The rater's inference FLOPs per record scored. */
+  flopsPerRecord: number;
+  /** Whether the larger LM of the transfer check trains on this rater's data too. */
+  transfer: boolean;
+}
+
+/** A record in the report's example lists: a short excerpt, around the damage where it has one. */
+export interface RatedExample {
+  score: number;
+  source: string;
+  /** `head`, `body`, or `n/a` where the corpus does not say. */
+  position: string;
+  text: string;
+}
+
+/** What one rater's scores say about the train split. */
+export interface RaterAnalysis {
+  method: string;
+  /** Mean score and count per source. */
+  scoreBySource: Record<string, { mean: number; count: number }>;
+  lowestRated: RatedExample[];
+  highestRated: RatedExample[];
+  /** `String(fraction)` → the raw-score threshold its manifests applied (keep iff score ≥ it). */
+  thresholds: Record<string, number | null>;
+}
+
+/**
+ * Records never seen in meta-training (the corpus's `unseen/` split: junk kinds the pool lacks, and
+ * prose controls), scored by the headline rater and kept or not by its train-split thresholds.
+ */
+export interface UnseenAnalysis {
+  /** Source → record count, mean score, and share kept at each fraction (`String(fraction)`). */
+  bySource: Record<string, { count: number; meanScore: number; keep: Record<string, number> }>;
+}
+
 /** What to evaluate. */
 export interface EvaluationInput {
   /** Name of this corpus variant (`mixture`, `clean-only`). */
@@ -65,15 +107,18 @@ export interface EvaluationInput {
   testSets: Record<string, string>;
   /** The test set the headline figures use. */
   primaryTest: string;
-  /** DataRater manifests per discard fraction (prefix of one manifest per shard). */
-  raterManifests: Record<string, string>;
-  /** The rater's inference FLOPs per record scored. */
-  raterFlopsPerRecord: number;
+  /** The raters evaluated, each at every fraction; the first is the headline. */
+  raters: RaterInput[];
+  /**
+   * The `unseen/` split and the headline rater's manifests of it (any policy: keep decisions use
+   * the train split's thresholds); absent when the corpus has no such split.
+   */
+  unseen?: { records: string; manifests: string };
   baselines: BaselineMethod[];
   fractions: number[];
   seeds: number[];
   downstream: DownstreamConfig;
-  /** The ≥4× larger LM of the transfer check (baseline + DataRater at every fraction). */
+  /** The ≥4× larger LM of the transfer check (baseline + raters with `transfer` at every fraction). */
   transfer?: { downstream: DownstreamConfig; seeds: number[] };
   /** Prefix for filtered datasets, run specs and results. */
   output: string;
@@ -105,9 +150,19 @@ export interface MethodGain {
   method: string;
   fraction: number | null;
   size: "small" | "large";
+  /** Seeds of `perSeed` and `finalLossPerSeed`, in order (pair methods by seed with these). */
+  seeds: number[];
   /** Extra FLOPs charged (the rater's or the perplexity LM's inference over every record scored). */
   filterFlops: number;
-  byTest: Record<string, { perSeed: ComputeGain[]; summary: SeedSummary; finalLoss: SeedSummary }>;
+  byTest: Record<
+    string,
+    {
+      perSeed: ComputeGain[];
+      summary: SeedSummary;
+      finalLoss: SeedSummary;
+      finalLossPerSeed: number[];
+    }
+  >;
 }
 
 /** Everything the report is written from. */
@@ -122,17 +177,20 @@ export interface EvaluationResult {
   gains: MethodGain[];
   /** `method@fraction` → source → share kept. */
   keepRates: Record<string, Record<string, number>>;
-  /** Rater score statistics per source (mean, count). */
-  scoreBySource: Record<string, { mean: number; count: number }>;
-  lowestRated: { score: number; source: string; text: string }[];
-  highestRated: { score: number; source: string; text: string }[];
+  /** `method@fraction` → source → position of the junk (`head`, `body`, `n/a`) → share kept. */
+  keepByPosition: Record<string, Record<string, Record<string, number>>>;
+  /** Per rater (in input order; the first is the headline). */
+  raters: RaterAnalysis[];
+  /** The headline rater on the `unseen/` split; null when the corpus has none. */
+  unseen: UnseenAnalysis | null;
   heuristicReasons: Record<string, number>;
   /** The fastText baseline's classifier, when it ran. */
   classifier?: ClassifierStats;
   config: {
     downstream: DownstreamConfig;
     transfer?: DownstreamConfig;
-    raterFlopsPerRecord: number;
+    /** Rater method → inference FLOPs per record. */
+    raterFlopsPerRecord: Record<string, number>;
   };
 }
 
@@ -233,6 +291,7 @@ export async function runEvaluation(
   const train = await loadRecords(storage, input.train);
   const filterFlops: Record<string, number> = {};
   const keepRates: Record<string, Record<string, number>> = {};
+  const keepByPosition: EvaluationResult["keepByPosition"] = {};
   let heuristicReasons: Record<string, number> = {};
   let classifier: ClassifierStats | undefined;
 
@@ -251,6 +310,7 @@ export async function runEvaluation(
       {
         inferenceFlops: number;
         keepRates: Record<string, number>;
+        keepByPosition?: Record<string, Record<string, number>>;
         reasons?: Record<string, number>;
       }
     >(
@@ -259,18 +319,23 @@ export async function runEvaluation(
     if (done) {
       filterFlops[key] = done.inferenceFlops;
       keepRates[key] = done.keepRates;
+      // A filtered set written before positions were recorded has none: reported as n/a.
+      if (done.keepByPosition) keepByPosition[key] = done.keepByPosition;
       if (done.reasons) heuristicReasons = done.reasons;
       return prefix;
     }
     const f = await make();
     const rates = keepRatesBySource(train, f.kept);
+    const byPosition = keepRatesByPosition(train, f.kept);
     await writeRecordShards(storage, prefix, f.kept, {
       inferenceFlops: f.inferenceFlops,
       keepRates: rates,
+      keepByPosition: byPosition,
       reasons: f.reasons,
     });
     filterFlops[key] = f.inferenceFlops;
     keepRates[key] = rates;
+    keepByPosition[key] = byPosition;
     if (f.reasons) heuristicReasons = f.reasons;
     log(`[${input.variant}] filter ${key}: kept ${f.kept.length} of ${train.length}`);
     return prefix;
@@ -320,59 +385,82 @@ export async function runEvaluation(
     );
     classifier = (await storage.readJsonIfExists<ClassifierStats>(statsUri)) ?? undefined;
   }
-  for (const f of input.fractions) {
-    const manifests = input.raterManifests[String(f)];
-    if (!manifests) throw new Error(`no DataRater manifests for discard fraction ${f}`);
-    const key = `datarater@${pct(f)}`;
-    filterFlops[key] = train.length * input.raterFlopsPerRecord;
-    datasets.push({
-      key,
-      method: "datarater",
-      fraction: f,
-      data: { kind: "manifests", prefix: manifests },
-    });
+  for (const rater of input.raters) {
+    for (const f of input.fractions) {
+      const manifests = rater.manifests[String(f)];
+      if (!manifests) throw new Error(`no ${rater.method} manifests for discard fraction ${f}`);
+      const key = `${rater.method}@${pct(f)}`;
+      filterFlops[key] = train.length * rater.flopsPerRecord;
+      datasets.push({
+        key,
+        method: rater.method,
+        fraction: f,
+        data: { kind: "manifests", prefix: manifests },
+      });
+    }
   }
 
-  // --- Rater analysis: keep rates per source, score statistics, extremes.
-  const scoreBySource: Record<string, { mean: number; count: number }> = {};
-  let rated: { score: number; source: string; text: string }[] = [];
-  for (const f of input.fractions) {
-    // Join by shard and line; fall back to the id where the scorer spelled the shard URI differently.
-    const { scores, byId } = await loadScores(storage, input.raterManifests[String(f)]);
-    const kept: EvalRecord[] = [];
-    const scoredRecords: { score: number; source: string; text: string }[] = [];
-    for (const r of train) {
-      const s = scores.get(`${r.shard}#${r.line}`) ?? byId.get(r.id);
-      if (!s) continue;
-      if (s.keep) kept.push(r);
-      scoredRecords.push({ score: s.score, source: r.source, text: r.text });
+  // --- Rater analysis: keep rates per source and position, score statistics, extremes.
+  const raters: RaterAnalysis[] = [];
+  for (const rater of input.raters) {
+    let rated: (RatedExample & { record: EvalRecord })[] = [];
+    const thresholds: Record<string, number | null> = {};
+    for (const f of input.fractions) {
+      // Join by shard and line; fall back to the id where the scorer spelled the shard URI differently.
+      const { scores, byId, threshold } = await loadScores(storage, rater.manifests[String(f)]);
+      thresholds[String(f)] = threshold;
+      const kept: EvalRecord[] = [];
+      const scoredRecords: (RatedExample & { record: EvalRecord })[] = [];
+      for (const r of train) {
+        const s = scores.get(`${r.shard}#${r.line}`) ?? byId.get(r.id);
+        if (!s) continue;
+        if (s.keep) kept.push(r);
+        scoredRecords.push({
+          score: s.score,
+          source: r.source,
+          position: r.position ?? "n/a",
+          text: "",
+          record: r,
+        });
+      }
+      if (scoredRecords.length === 0) {
+        throw new Error(
+          `the manifests under ${
+            rater.manifests[String(f)]
+          } describe none of the records under ${input.train}`,
+        );
+      }
+      const key = `${rater.method}@${pct(f)}`;
+      keepRates[key] = keepRatesBySource(train, kept);
+      keepByPosition[key] = keepRatesByPosition(train, kept);
+      rated = scoredRecords;
     }
-    if (scoredRecords.length === 0) {
-      throw new Error(
-        `the manifests under ${
-          input.raterManifests[String(f)]
-        } describe none of the records under ${input.train}`,
-      );
+    const sums: Record<string, [number, number]> = {};
+    for (const r of rated) {
+      const s = (sums[r.source] ??= [0, 0]);
+      s[0] += r.score;
+      s[1]++;
     }
-    keepRates[`datarater@${pct(f)}`] = keepRatesBySource(train, kept);
-    rated = scoredRecords;
+    const scoreBySource: Record<string, { mean: number; count: number }> = {};
+    for (const [src, [sum, n]] of Object.entries(sums).sort()) {
+      scoreBySource[src] = { mean: sum / n, count: n };
+    }
+    rated.sort((a, b) => a.score - b.score);
+    const clip = ({ record, ...r }: RatedExample & { record: EvalRecord }): RatedExample => ({
+      ...r,
+      text: excerpt(record),
+    });
+    raters.push({
+      method: rater.method,
+      scoreBySource,
+      lowestRated: rated.slice(0, 5).map(clip),
+      highestRated: rated.slice(-5).reverse().map(clip),
+      thresholds,
+    });
   }
-  const sums: Record<string, [number, number]> = {};
-  for (const r of rated) {
-    const s = (sums[r.source] ??= [0, 0]);
-    s[0] += r.score;
-    s[1]++;
-  }
-  for (const [src, [sum, n]] of Object.entries(sums).sort()) {
-    scoreBySource[src] = { mean: sum / n, count: n };
-  }
-  rated.sort((a, b) => a.score - b.score);
-  const clip = (r: { score: number; source: string; text: string }) => ({
-    ...r,
-    text: r.text.slice(0, 200),
-  });
-  const lowestRated = rated.slice(0, 5).map(clip);
-  const highestRated = rated.slice(-5).reverse().map(clip);
+  const unseen = input.unseen && input.raters.length > 0
+    ? await unseenAnalysis(storage, input.unseen, raters[0].thresholds)
+    : null;
 
   // --- Plan and execute the runs.
   const specs: RunSpec[] = [];
@@ -396,8 +484,11 @@ export async function runEvaluation(
     for (const d of datasets) plan(d, seed, "small", input.downstream);
   }
   if (input.transfer) {
+    const transferred = new Set(input.raters.filter((r) => r.transfer).map((r) => r.method));
     for (const seed of input.transfer.seeds) {
-      for (const d of datasets.filter((d) => d.method === "baseline" || d.method === "datarater")) {
+      for (
+        const d of datasets.filter((d) => d.method === "baseline" || transferred.has(d.method))
+      ) {
         plan(d, seed, "large", input.transfer.downstream);
       }
     }
@@ -452,7 +543,9 @@ export async function runEvaluation(
       const key = `${r.spec.meta.method}@${r.spec.meta.fraction ?? ""}`;
       groups.set(key, [...(groups.get(key) ?? []), r]);
     }
-    for (const runs of groups.values()) {
+    for (const unsorted of groups.values()) {
+      // Seed order, so per-seed figures of two methods pair up by index.
+      const runs = [...unsorted].sort((a, b) => a.spec.meta.seed - b.spec.meta.seed);
       const { method, fraction } = runs[0].spec.meta;
       const fkey = fraction === null ? method : `${method}@${pct(fraction)}`;
       const flops = method === "baseline" ? 0 : filterFlops[fkey] ?? 0;
@@ -469,9 +562,11 @@ export async function runEvaluation(
           perSeed,
           summary: summarizeSeeds(perSeed.map((g) => g.netComputeGain)),
           finalLoss: summarizeSeeds(runs.map((r) => r.finalLosses[test])),
+          finalLossPerSeed: runs.map((r) => r.finalLosses[test]),
         };
       }
-      gains.push({ method, fraction, size, filterFlops: flops, byTest });
+      const seeds = runs.map((r) => r.spec.meta.seed);
+      gains.push({ method, fraction, size, seeds, filterFlops: flops, byTest });
     }
   }
 
@@ -485,15 +580,17 @@ export async function runEvaluation(
     runs: results.map(summarizeRun),
     gains,
     keepRates,
-    scoreBySource,
-    lowestRated,
-    highestRated,
+    keepByPosition,
+    raters,
+    unseen,
     heuristicReasons,
     classifier,
     config: {
       downstream: input.downstream,
       transfer: input.transfer?.downstream,
-      raterFlopsPerRecord: input.raterFlopsPerRecord,
+      raterFlopsPerRecord: Object.fromEntries(
+        input.raters.map((r) => [r.method, r.flopsPerRecord]),
+      ),
     },
   };
 }
@@ -551,4 +648,60 @@ async function fastTextScores(
   } finally {
     clf.dispose();
   }
+}
+
+/** Reads the `unseen/` split and its manifests, then {@link unseenKeepRates}. */
+async function unseenAnalysis(
+  storage: Storage,
+  unseen: { records: string; manifests: string },
+  thresholds: Record<string, number | null>,
+): Promise<UnseenAnalysis> {
+  const records = await loadRecords(storage, unseen.records);
+  const { scores, byId } = await loadScores(storage, unseen.manifests);
+  const out = unseenKeepRates(
+    records,
+    (r) => (scores.get(`${r.shard}#${r.line}`) ?? byId.get(r.id))?.score,
+    thresholds,
+  );
+  if (Object.keys(out.bySource).length === 0) {
+    throw new Error(`the manifests under ${unseen.manifests} describe none of ${unseen.records}`);
+  }
+  return out;
+}
+
+/**
+ * Keep rates of records never seen in meta-training under a rater's train-split thresholds: a
+ * record counts as kept at a fraction when its score reaches the threshold the train split's
+ * manifests applied at that fraction (keep iff score ≥ threshold), as it would be had it been in
+ * the pool. Records without a score are left out; fractions without a threshold are not reported.
+ *
+ * @example
+ * ```ts
+ * unseenKeepRates(records, (r) => scores.get(r.id), { "0.5": 0.1 }).bySource["prose"].keep["0.5"];
+ * ```
+ */
+export function unseenKeepRates(
+  records: readonly Pick<EvalRecord, "source">[],
+  scoreOf: (r: EvalRecord) => number | undefined,
+  thresholds: Record<string, number | null>,
+): UnseenAnalysis {
+  const acc: Record<string, { n: number; sum: number; kept: Record<string, number> }> = {};
+  const fractions = Object.entries(thresholds).filter((e): e is [string, number] => e[1] !== null);
+  for (const r of records) {
+    const score = scoreOf(r as EvalRecord);
+    if (score === undefined) continue;
+    const a = (acc[r.source] ??= { n: 0, sum: 0, kept: {} });
+    a.n++;
+    a.sum += score;
+    for (const [f, t] of fractions) if (score >= t) a.kept[f] = (a.kept[f] ?? 0) + 1;
+  }
+  const bySource: UnseenAnalysis["bySource"] = {};
+  for (const [src, a] of Object.entries(acc).sort()) {
+    bySource[src] = {
+      count: a.n,
+      meanScore: a.sum / a.n,
+      keep: Object.fromEntries(fractions.map(([f]) => [f, (a.kept[f] ?? 0) / a.n])),
+    };
+  }
+  return { bySource };
 }

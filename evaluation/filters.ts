@@ -181,3 +181,29 @@ export function keepRatesBySource(
     Object.keys(total).sort().map((s) => [s, (k[s] ?? 0) / total[s]]),
   );
 }
+
+/**
+ * Fraction of each source's records a filter kept, split by where a record's junk sits (`head`,
+ * `body`; `n/a` where the corpus does not say, e.g. clean prose, email, or a corpus without the
+ * field). Kept records are matched by shard and line, so a filter that rewrites text counts too.
+ */
+export function keepRatesByPosition(
+  all: readonly EvalRecord[],
+  kept: readonly Pick<EvalRecord, "shard" | "line">[],
+): Record<string, Record<string, number>> {
+  const keptKeys = new Set(kept.map((r) => `${r.shard}#${r.line}`));
+  const total: Record<string, Record<string, [number, number]>> = {};
+  for (const r of all) {
+    const c = ((total[r.source] ??= {})[r.position ?? "n/a"] ??= [0, 0]);
+    c[0]++;
+    if (keptKeys.has(`${r.shard}#${r.line}`)) c[1]++;
+  }
+  return Object.fromEntries(
+    Object.keys(total).sort().map((s) => [
+      s,
+      Object.fromEntries(
+        Object.keys(total[s]).sort().map((p) => [p, total[s][p][1] / total[s][p][0]]),
+      ),
+    ]),
+  );
+}

@@ -3,28 +3,45 @@
  * plainly), `report.json` (the figures, machine-readable) and SVG plots of test NLL against
  * training FLOPs.
  *
+ * The protocol (issue 12): the headline is the user's target set (the first rater, `datarater`,
+ * whose outer objective is clean held-out prose) against every baseline and the prose-only oracle;
+ * beside it the paper's same-distribution protocol (`datarater-pool`, outer objective the pool's
+ * heldout split) against its own ceiling, the oracle that drops exactly the corrupted records. Every
+ * gain carries a 95% t-interval over seeds with random dropping's gain at the same fraction beside
+ * it, and a claim holds only when its interval clears the bar (paired by seed).
+ *
  * The plots are drawn here as plain SVG polylines: a line chart needs axes, ticks and a legend and
  * nothing else, and a plotting library (vega and friends) would add megabytes of dependencies and a
  * headless renderer for that.
  *
  * @example
  * ```ts
- * const { files } = await writeReport(storage, "out/report/", { mixture, cleanOnly }, {
- *   preset: "quick",
- * });
+ * const { files } = await writeReport(storage, "out/report/", { mixture, preset: "quick", ... });
  * ```
  */
 import { joinUri } from "../lib/config.ts";
 import type { Storage } from "../lib/storage.ts";
-import type { SeedSummary } from "./compute-gain.ts";
+import { pairedClears, type SeedSummary } from "./compute-gain.ts";
 import {
   type ClassifierStats,
   type EvaluationResult,
   type MethodGain,
   pct,
+  type RatedExample,
+  type RaterAnalysis,
   type RunSummary,
+  type UnseenAnalysis,
 } from "./evaluation.ts";
 import { DEFAULT_FASTTEXT } from "./fasttext.ts";
+
+/** The headline rater's method name (outer objective: the user's target set). */
+export const HEADLINE = "datarater";
+/** The same-distribution rater's method name (outer objective: the pool's heldout split). */
+export const POOL_RATER = "datarater-pool";
+/** The headline's ceiling: keeps clean prose by its label. */
+const ORACLE = "oracle";
+/** The same-distribution protocol's ceiling: drops exactly the corrupted records, keeps email. */
+const POOL_CEILING = "oracle-no-corrupt";
 
 /** One claim of the issue, measured. */
 export interface Check {
@@ -34,37 +51,46 @@ export interface Check {
   pass: boolean;
 }
 
+/** A gain over seeds as the report states it. */
+export type GainFigure = SeedSummary & { perSeed: (number | null)[] };
+
 /** The machine-readable report. */
 export interface ReportJson {
   preset: string;
   primaryTest: string;
-  /** Mean over seeds of the net compute gain at the best discard fraction (primary test); null if undefined. */
+  /** Headline: mean over seeds of the net compute gain at the best discard fraction (primary test). */
   netComputeGain: number | null;
   netComputeGainSeeds: (number | null)[];
+  /** 95% t-interval over seeds of the headline gain. */
+  netComputeGainCi95: [number, number] | null;
   oracleComputeGain: number | null;
   bestDiscardFraction: number | null;
   /** Run name → test set → final NLL (nats per byte). */
   finalTestNll: Record<string, Record<string, number>>;
-  /** `method@fraction` → source → share kept (the mixture corpus). */
+  /** `method@fraction` → source → share kept (train split). */
   keepRates: Record<string, Record<string, number>>;
-  gains: Record<string, Record<string, SeedSummary & { perSeed: (number | null)[] }>>;
+  /** `method@fraction` → source → junk position (`head`, `body`, `n/a`) → share kept. */
+  keepByPosition: Record<string, Record<string, Record<string, number>>>;
+  /** `method@fraction%` (` (large LM)`) → test set → gain over seeds. */
+  gains: Record<string, Record<string, GainFigure>>;
+  /** Random dropping's gain at each fraction (`String(fraction)`) per test set: the noise floor. */
+  noiseFloor: Record<string, Record<string, GainFigure>>;
+  /** The paper's same-distribution protocol, beside the headline. */
+  sameDistribution: {
+    bestDiscardFraction: number | null;
+    /** Test set → the rater's gain at its best fraction, its ceiling's, random's at that fraction. */
+    byTest: Record<
+      string,
+      { rater: GainFigure | null; ceiling: GainFigure | null; random: GainFigure | null }
+    >;
+  } | null;
   transfer:
     | { bestSmall: number | null; bestLarge: number | null; withinOneStep: boolean | null }
     | null;
-  cleanOnly: {
-    netComputeGain: number | null;
-    bestDiscardFraction: number | null;
-    finalTestNll: Record<string, Record<string, number>>;
-  } | null;
-  /** The same mixture rated by a rater whose outer objective was clean prose (reported beside). */
-  targetSet: {
-    netComputeGain: number | null;
-    netComputeGainSeeds: (number | null)[];
-    bestDiscardFraction: number | null;
-    finalTestNll: Record<string, Record<string, number>>;
-    keepRates: Record<string, Record<string, number>>;
-    scoreBySource: Record<string, { mean: number; count: number }>;
-  } | null;
+  /** Per rater: scores per source, extremes, thresholds. */
+  raters: RaterAnalysis[];
+  /** The headline rater on junk kinds never seen in meta-training; null without an `unseen/` split. */
+  unseen: UnseenAnalysis | null;
   checks: Check[];
   /** The fastText baseline's classifier (training set sizes, scoring throughput), when it ran. */
   classifier: ClassifierStats | null;
@@ -73,13 +99,17 @@ export interface ReportJson {
 
 /** Baselines run at every discard fraction. */
 const FRACTION_BASELINES = ["perplexity", "random", "fasttext"];
-/** Baselines DataRater's final NLL is compared with, each at its best setting. */
+/** Baselines the headline's final NLL is compared with, each at its best setting. */
 const COMPARED_BASELINES = ["heuristic", ...FRACTION_BASELINES];
+/** "Near zero" for random dropping's gain: the noise-floor bar, fixed before any result. */
+const NOISE_FLOOR = 0.05;
 
 const fmt = (x: number | null | undefined, digits = 3) =>
   x === null || x === undefined || !Number.isFinite(x) ? "n/a" : x.toFixed(digits);
 const pctFmt = (x: number | null | undefined) =>
   x === null || x === undefined || !Number.isFinite(x) ? "n/a" : `${(x * 100).toFixed(1)}%`;
+const ciFmt = (ci: [number, number] | null | undefined) =>
+  ci ? `[${pctFmt(ci[0])}, ${pctFmt(ci[1])}]` : "[n/a]";
 
 function label(method: string, fraction: number | null): string {
   return fraction === null ? method : `${method}@${pct(fraction)}%`;
@@ -94,11 +124,33 @@ function gainOf(
   return ev.gains.find((g) => g.method === method && g.fraction === fraction && g.size === size);
 }
 
-/** The DataRater fraction with the lowest mean final NLL on the primary test set (or null). */
+/** A method's gain on one test set as the report states it; null when the method did not run. */
+function figure(g: MethodGain | undefined, test: string): GainFigure | null {
+  const v = g?.byTest[test];
+  return v ? { ...v.summary, perSeed: v.perSeed.map((p) => p.netComputeGain) } : null;
+}
+
+/** Text safe inside a Markdown table cell (a bare `|` would start a new cell). */
+const cell = (text: string) => text.replace(/\|/g, "\\|");
+
+/** `mean [lo, hi]` of a paired difference, saying when a seed had no value (the claim then fails). */
+function diffText(d: SeedSummary, digits?: number): string {
+  const f = (x: number | null | undefined) => digits === undefined ? pctFmt(x) : fmt(x, digits);
+  return `${f(d.mean)} [${f(d.ci95?.[0])}, ${f(d.ci95?.[1])}]` +
+    (d.undefined > 0 ? ` (n/a for ${d.undefined} seed(s))` : "");
+}
+
+/** `mean [lo, hi] (seeds a, b, c)`. */
+function gainText(f: GainFigure | null): string {
+  if (!f) return "n/a";
+  return `${pctFmt(f.mean)} ${ciFmt(f.ci95)} (seeds ${f.perSeed.map(pctFmt).join(", ")})`;
+}
+
+/** The fraction of `method` with the lowest mean final NLL on the primary test set (or null). */
 export function bestFraction(
   ev: EvaluationResult,
   size: "small" | "large" = "small",
-  method = "datarater",
+  method = HEADLINE,
 ): number | null {
   let best: number | null = null;
   let bestLoss = Infinity;
@@ -110,6 +162,25 @@ export function bestFraction(
     }
   }
   return best;
+}
+
+/** A baseline's best setting (lowest mean final NLL on the primary test), or undefined. */
+function bestSetting(ev: EvaluationResult, method: string): MethodGain | undefined {
+  let best: MethodGain | undefined;
+  for (const g of ev.gains.filter((g) => g.method === method && g.size === "small")) {
+    const l = g.byTest[ev.primaryTest]?.finalLoss.mean;
+    if (l === null || l === undefined) continue;
+    if (!best || l < best.byTest[ev.primaryTest].finalLoss.mean!) best = g;
+  }
+  return best;
+}
+
+/** Per-seed values of `g` aligned with `seeds` (null where a seed is missing). */
+function bySeed<T>(g: MethodGain, values: readonly T[], seeds: readonly number[]): (T | null)[] {
+  return seeds.map((s) => {
+    const i = g.seeds.indexOf(s);
+    return i < 0 ? null : values[i];
+  });
 }
 
 function finalNllTable(ev: EvaluationResult): Record<string, Record<string, number>> {
@@ -197,7 +268,7 @@ export function nllPlotSvg(
   }
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
-    const dash = s.name.startsWith("datarater")
+    const dash = s.name.startsWith(HEADLINE)
       ? ""
       : s.name === "baseline"
       ? ""
@@ -217,69 +288,53 @@ export function nllPlotSvg(
   return parts.join("\n");
 }
 
-function gainsRecord(ev: EvaluationResult): ReportJson["gains"] {
-  const out: ReportJson["gains"] = {};
-  for (const g of ev.gains) {
-    if (g.method === "baseline") continue;
-    out[`${label(g.method, g.fraction)}${g.size === "large" ? " (large LM)" : ""}`] = Object
-      .fromEntries(
-        Object.entries(g.byTest).map((
-          [t, v],
-        ) => [t, { ...v.summary, perSeed: v.perSeed.map((p) => p.netComputeGain) }]),
-      );
-  }
-  return out;
-}
-
-/** Measures the issue's claims against the results. */
+/** Measures the issue's claims against the results (headline, same-distribution, noise floor). */
 export function checks(ev: EvaluationResult): Check[] {
   const t = ev.primaryTest;
   const best = bestFraction(ev);
-  const dr = best === null ? undefined : gainOf(ev, "datarater", best);
-  const oracle = gainOf(ev, "oracle", null);
-  const drGain = dr?.byTest[t].summary;
-  const oracleGain = oracle?.byTest[t].summary.mean ?? null;
+  const dr = best === null ? undefined : gainOf(ev, HEADLINE, best);
+  const drFig = figure(dr, t);
+  const seeds = ev.seeds;
   const out: Check[] = [];
   out.push({
-    claim: `net compute gain on ${t} at the best discard fraction, mean over seeds`,
-    target: "≥ 25%, defined for every seed",
-    measured: drGain
-      ? `${pctFmt(drGain.mean)} (seeds: ${
-        dr!.byTest[t].perSeed.map((g) => pctFmt(g.netComputeGain)).join(", ")
-      })`
-      : "no DataRater run",
-    pass: !!drGain && drGain.undefined === 0 && drGain.mean !== null && drGain.mean >= 0.25,
+    claim: `headline: net compute gain on ${t} at the best discard fraction, mean over seeds`,
+    target: "≥ 25%: the 95% t-interval over seeds lies above 25%, every seed defined",
+    measured: dr ? gainText(drFig) : "no DataRater run",
+    pass: !!drFig && drFig.undefined === 0 && drFig.ci95 !== null && drFig.ci95[0] >= 0.25,
   });
+  const oracle = gainOf(ev, ORACLE, null);
   if (oracle) {
-    const ratio = drGain?.mean != null && oracleGain !== null && oracleGain > 0
-      ? drGain.mean / oracleGain
-      : null;
+    const drG = dr ? bySeed(dr, dr.byTest[t].perSeed.map((g) => g.netComputeGain), seeds) : [];
+    const orG = bySeed(oracle, oracle.byTest[t].perSeed.map((g) => g.netComputeGain), seeds);
+    const { diff, pass } = pairedClears(
+      dr ? drG.map((x) => x ?? null) : seeds.map(() => null),
+      orG.map((x) => (x === null || x === undefined ? null : (2 / 3) * x)),
+    );
     out.push({
-      claim: "DataRater's gain as a share of the oracle's (keeps clean prose by its label)",
-      target: "≥ 2/3",
-      measured: `oracle ${pctFmt(oracleGain)}, DataRater ${pctFmt(drGain?.mean)}, ratio ${
-        fmt(ratio, 2)
-      }`,
-      pass: ratio !== null && ratio >= 2 / 3,
+      claim:
+        "headline: gain as a share of the prose-only oracle's (keeps clean prose by its label)",
+      target: "≥ 2/3: the 95% interval of (gain − 2/3 × oracle gain) per seed lies above 0",
+      measured: `oracle ${gainText(figure(oracle, t))}; DataRater − 2/3 oracle ${diffText(diff)}`,
+      pass: !!dr && pass,
     });
   }
-  const drLoss = dr?.byTest[t].finalLoss.mean ?? null;
   for (const m of COMPARED_BASELINES) {
-    const fractions = m === "heuristic" ? [null] : ev.fractions;
-    const losses = fractions.map((f) => gainOf(ev, m, f)?.byTest[t].finalLoss.mean).filter((
-      x,
-    ): x is number => typeof x === "number");
-    if (losses.length === 0) continue;
-    const bestBaseline = Math.min(...losses);
+    const b = bestSetting(ev, m);
+    if (!b) continue;
+    const bl = bySeed(b, b.byTest[t].finalLossPerSeed, seeds);
+    const dl = dr ? bySeed(dr, dr.byTest[t].finalLossPerSeed, seeds) : seeds.map(() => null);
+    const { diff, pass } = pairedClears(bl, dl, true);
     out.push({
-      claim: `DataRater at its best fraction beats ${m} (its best setting) on final ${t} NLL`,
-      target: "lower mean NLL",
-      measured: `DataRater ${fmt(drLoss, 4)} vs ${m} ${fmt(bestBaseline, 4)}`,
-      pass: drLoss !== null && drLoss < bestBaseline,
+      claim: `headline beats ${m} (its best setting) on final ${t} NLL`,
+      target: "lower NLL: the 95% interval of (baseline − DataRater NLL) per seed lies above 0",
+      measured: `DataRater ${fmt(dr?.byTest[t].finalLoss.mean, 4)} vs ${label(m, b.fraction)} ${
+        fmt(b.byTest[t].finalLoss.mean, 4)
+      }; difference ${diffText(diff, 4)}`,
+      pass: !!dr && pass,
     });
   }
   if (best !== null) {
-    const rates = ev.keepRates[`datarater@${pct(best)}`] ?? {};
+    const rates = ev.keepRates[`${HEADLINE}@${pct(best)}`] ?? {};
     const prose = rates["prose"];
     const corrupt = Object.entries(rates).filter(([s]) => s.startsWith("corrupt/")).map(([, v]) =>
       v
@@ -289,7 +344,7 @@ export function checks(ev: EvaluationResult): Check[] {
       ? (1 - corruptKeep) / Math.max(1e-9, 1 - prose)
       : null;
     out.push({
-      claim: "the rater drops corrupted records at a far higher rate than clean prose",
+      claim: "headline: the rater drops corrupted records at a far higher rate than clean prose",
       target: "corrupted drop rate ≥ 2× prose drop rate",
       measured: `keep: prose ${pctFmt(prose)}, corrupted (mean over kinds) ${
         pctFmt(corruptKeep)
@@ -298,15 +353,77 @@ export function checks(ev: EvaluationResult): Check[] {
     });
   }
   const bestLarge = bestFraction(ev, "large");
-  if (bestLarge !== null && best !== null) {
-    const steps = Math.abs(ev.fractions.indexOf(bestLarge) - ev.fractions.indexOf(best));
+  if (ev.config.transfer) {
+    const steps = best === null || bestLarge === null
+      ? null
+      : Math.abs(ev.fractions.indexOf(bestLarge) - ev.fractions.indexOf(best));
     out.push({
       claim:
-        "transfer: the best fraction of the small LM is best (or one step off) for the larger LM",
+        "transfer: the best fraction of the small LM is best (or one step off) for the 4× larger LM",
       target: "within one step",
-      measured: `small ${pct(best)}%, large ${pct(bestLarge)}%`,
-      pass: steps <= 1,
+      measured: `small ${best === null ? "n/a" : pct(best) + "%"}, large ${
+        bestLarge === null ? "n/a" : pct(bestLarge) + "%"
+      }`,
+      pass: steps !== null && steps <= 1,
     });
+  }
+  const poolBest = bestFraction(ev, "small", POOL_RATER);
+  const pool = poolBest === null ? undefined : gainOf(ev, POOL_RATER, poolBest);
+  const ceiling = gainOf(ev, POOL_CEILING, null);
+  if (pool || ceiling) {
+    const pg = pool
+      ? bySeed(pool, pool.byTest[t].perSeed.map((g) => g.netComputeGain), seeds)
+      : seeds.map(() => null);
+    const cg = ceiling
+      ? bySeed(ceiling, ceiling.byTest[t].perSeed.map((g) => g.netComputeGain), seeds)
+      : seeds.map(() => null);
+    const { diff, pass } = pairedClears(
+      pg,
+      cg.map((x) => (x === null ? null : 0.5 * x)),
+    );
+    out.push({
+      claim:
+        `same-distribution: the pool-objective rater's gain on ${t} reaches half its ceiling's (drops exactly the corrupted records, keeps email)`,
+      target: "≥ 1/2: the 95% interval of (gain − 1/2 × ceiling gain) per seed lies above 0",
+      measured: `rater at ${poolBest === null ? "n/a" : pct(poolBest) + "%"} ${
+        gainText(figure(pool, t))
+      }; ceiling ${gainText(figure(ceiling, t))}; rater − ceiling/2 ${diffText(diff)}`,
+      pass: !!pool && !!ceiling && pass,
+    });
+  }
+  if (best !== null) {
+    const randomGain = gainOf(ev, "random", best);
+    const baseline = gainOf(ev, "baseline", null);
+    const random = figure(randomGain, t);
+    if (random && randomGain && baseline) {
+      // A filter worth nothing ends near the baseline's NLL, so about half its seeds never reach
+      // it and have no gain: the NLL difference, defined for every seed, carries the interval.
+      const diff = pairedClears(
+        bySeed(randomGain, randomGain.byTest[t].finalLossPerSeed, seeds),
+        bySeed(baseline, baseline.byTest[t].finalLossPerSeed, seeds),
+      ).diff;
+      out.push({
+        claim: `noise floor: random dropping's gain on ${t} at the headline's fraction (${
+          pct(best)
+        }%) is near zero`,
+        target: `|mean gain| ≤ ${
+          pctFmt(NOISE_FLOOR)
+        } over the seeds that reach the baseline, and the 95% interval of (random − baseline final NLL) contains 0`,
+        measured: `gain ${gainText(random)}; NLL difference ${diffText(diff, 4)}`,
+        pass: (random.mean === null || Math.abs(random.mean) <= NOISE_FLOOR) &&
+          diff.undefined === 0 && diff.ci95 !== null && diff.ci95[0] <= 0 && diff.ci95[1] >= 0,
+      });
+    }
+  }
+  return out;
+}
+
+function gainsRecord(ev: EvaluationResult): ReportJson["gains"] {
+  const out: ReportJson["gains"] = {};
+  for (const g of ev.gains) {
+    if (g.method === "baseline") continue;
+    out[`${label(g.method, g.fraction)}${g.size === "large" ? " (large LM)" : ""}`] = Object
+      .fromEntries(ev.testSets.map((t) => [t, figure(g, t)!]));
   }
   return out;
 }
@@ -326,21 +443,36 @@ function nllTable(ev: EvaluationResult): string {
   return rows.join("\n");
 }
 
-function gainTable(ev: EvaluationResult, size: "small" | "large"): string {
-  const head = ev.testSets.flatMap((t) => [`${t} final NLL`, `${t} net gain`]);
+/**
+ * One row per method: final NLL and net gain (mean, 95% interval, per seed) on each test set, with
+ * random dropping's gain at the same fraction beside every gain.
+ */
+function gainTable(
+  ev: EvaluationResult,
+  size: "small" | "large",
+  methods?: string[],
+): string {
+  const head = ev.testSets.flatMap((t) => [
+    `${t} final NLL`,
+    `${t} net gain [95% CI] (seeds)`,
+    `${t} random, same fraction`,
+  ]);
   const rows = [
     `| method | filter FLOPs | ${head.join(" | ")} |`,
     `|---|---|${head.map(() => "---").join("|")}|`,
   ];
   for (const g of ev.gains.filter((g) => g.size === size)) {
+    if (methods && !methods.includes(g.method)) continue;
     const cells = ev.testSets.flatMap((t) => {
       const v = g.byTest[t];
-      const gain = g.method === "baseline"
+      const random = g.fraction === null || g.method === "random"
         ? "—"
-        : `${pctFmt(v.summary.mean)} [${
-          v.perSeed.map((p) => pctFmt(p.netComputeGain)).join(", ")
-        }]`;
-      return [`${fmt(v.finalLoss.mean, 4)} ± ${fmt(v.finalLoss.std, 4)}`, gain];
+        : gainText(figure(gainOf(ev, "random", g.fraction, size), t));
+      return [
+        `${fmt(v.finalLoss.mean, 4)} ± ${fmt(v.finalLoss.std, 4)}`,
+        g.method === "baseline" ? "—" : gainText(figure(g, t)),
+        random,
+      ];
     });
     rows.push(
       `| ${label(g.method, g.fraction)} | ${g.filterFlops.toExponential(2)} | ${
@@ -363,75 +495,145 @@ function keepRateTable(ev: EvaluationResult): string {
   return rows.join("\n");
 }
 
+/**
+ * Keep rates of one rater at every fraction, one row per source and junk position (`n/a` where the
+ * corpus does not record one).
+ */
+function positionTable(ev: EvaluationResult, method: string): string {
+  const byF = ev.fractions.map((f) => ev.keepByPosition[`${method}@${pct(f)}`] ?? {});
+  const rowsKeys = new Set<string>();
+  for (const m of byF) {
+    for (const [s, byPos] of Object.entries(m)) {
+      for (const p of Object.keys(byPos)) rowsKeys.add(`${s}\u0000${p}`);
+    }
+  }
+  const rows = [
+    `| source | junk position | ${
+      ev.fractions.map((f) => `keep @ ${pct(f)}% discard`).join(" | ")
+    } |`,
+    `|---|---|${ev.fractions.map(() => "---").join("|")}|`,
+  ];
+  for (const k of [...rowsKeys].sort()) {
+    const [s, p] = k.split("\u0000");
+    rows.push(`| ${s} | ${p} | ${byF.map((m) => pctFmt(m[s]?.[p])).join(" | ")} |`);
+  }
+  return rows.join("\n");
+}
+
 /** One line per source: its mean rater score and record count. */
-function scoreLines(ev: EvaluationResult): string[] {
-  return Object.entries(ev.scoreBySource).map(([s, v]) =>
+function scoreLines(a: RaterAnalysis): string[] {
+  return Object.entries(a.scoreBySource).map(([s, v]) =>
     `- ${s}: ${v.mean.toPrecision(4)} (${v.count} records)`
   );
 }
 
-function examples(list: { score: number; source: string; text: string }[]): string {
+function examples(list: RatedExample[]): string {
   return list.map((e) =>
-    `- \`${e.score.toPrecision(4)}\` (${e.source}): ${JSON.stringify(e.text.slice(0, 160))}`
+    `- \`${e.score.toPrecision(4)}\` (${e.source}, junk position ${e.position}): ${
+      JSON.stringify(e.text.slice(0, 160))
+    }`
   ).join("\n");
 }
 
-/**
- * The target-set variant beside the main result: its gain, how it compares with the baselines
- * measured on the same mixture (same seeds, same downstream LM), and what it kept.
- */
-function targetSetSection(ts: EvaluationResult, ev: EvaluationResult, json: ReportJson): string {
-  const t = ts.primaryTest;
-  const best = json.targetSet?.bestDiscardFraction ?? null;
-  const oracle = json.oracleComputeGain;
-  const finalAt = (e: EvaluationResult, method: string, fraction: number | null) =>
-    gainOf(e, method, fraction)?.byTest[t]?.finalLoss.mean;
-  const dr = best === null ? undefined : finalAt(ts, "datarater", best);
-  const others = COMPARED_BASELINES.map((m) => {
-    const g = ev.gains.filter((x) => x.method === m && x.size === "small");
-    let bestOf: number | null = null;
-    for (const x of g) {
-      const l = x.byTest[t]?.finalLoss.mean ?? null;
-      if (l !== null && (bestOf === null || l < bestOf)) bestOf = l;
-    }
-    return `${m} ${fmt(bestOf)}`;
-  });
+function unseenSection(ev: EvaluationResult): string {
+  const u = ev.unseen;
+  if (!u) {
+    return "n/a: this corpus has no `unseen/` split (junk kinds never seen in meta-training, " +
+      "with prose controls), so generalisation to unseen junk was not measured.";
+  }
+  const fs = ev.fractions.filter((f) => Object.values(u.bySource).some((v) => String(f) in v.keep));
+  const rows = [
+    "Records of junk kinds the pool never had, and untouched prose controls (`prose`), scored by " +
+    "the headline rater and kept when their score reaches the threshold the train split's " +
+    "manifests applied at each fraction. Generalising means each unseen kind is kept well below " +
+    "the prose controls.",
+    "",
+    `| source | records | mean score | ${fs.map((f) => `keep @ ${pct(f)}% discard`).join(" | ")} |`,
+    `|---|---|---|${fs.map(() => "---").join("|")}|`,
+  ];
+  for (const [s, v] of Object.entries(u.bySource)) {
+    rows.push(
+      `| ${s} | ${v.count} | ${v.meanScore.toPrecision(4)} | ${
+        fs.map((f) => pctFmt(v.keep[String(f)])).join(" | ")
+      } |`,
+    );
+  }
+  const prose = u.bySource["prose"];
+  if (!prose) {
+    rows.push("", "No prose controls in `unseen/`: keep rates have nothing to be compared with.");
+  }
+  return rows.join("\n");
+}
+
+function raterSection(ev: EvaluationResult, a: RaterAnalysis): string {
   return [
-    "The paper's other setting (the user gives another target set): the same " +
-    "mixture and trainer, with the clean-only corpus's heldout prose (documents disjoint from " +
-    "`testClean`) as the outer objective. Reported beside the claims above, which use the " +
-    "mixture's own heldout split as the issue asks; nothing here was tuned.",
+    `Keep rates per source and junk position (\`${a.method}\`, train split):`,
     "",
-    `Best fraction ${best === null ? "n/a" : pct(best) + "%"}, net compute gain on \`${t}\` ` +
-    `**${pctFmt(json.targetSet?.netComputeGain)}** (per seed: ${
-      (json.targetSet?.netComputeGainSeeds ?? []).map(pctFmt).join(", ")
-    }); ${
-      oracle && json.targetSet?.netComputeGain !== null &&
-        json.targetSet?.netComputeGain !== undefined
-        ? `${(json.targetSet.netComputeGain / oracle).toFixed(2)} of the oracle's ${pctFmt(oracle)}`
-        : "oracle ratio n/a"
-    }. Final \`${t}\` NLL at that fraction ${fmt(dr)}; best of the baselines on the same ` +
-    `mixture: ${others.join(", ")}.`,
-    "",
-    gainTable(ts, "small"),
-    "",
-    "Share of each source kept (train split):",
-    "",
-    keepRateTable(ts),
+    positionTable(ev, a.method),
     "",
     "Mean rater score per source:",
     "",
-    ...scoreLines(ts),
+    ...scoreLines(a),
+    "",
+    "Lowest-rated records:",
+    "",
+    examples(a.lowestRated),
+    "",
+    "Highest-rated records:",
+    "",
+    examples(a.highestRated),
   ].join("\n");
+}
+
+/** The same-distribution protocol's section: both test sets, the rater, its ceiling and random. */
+function sameDistributionSection(ev: EvaluationResult, json: ReportJson): string {
+  const sd = json.sameDistribution;
+  if (!sd) return "Not run in this preset.";
+  const lines = [
+    "The paper's protocol: a rater whose outer objective is the pool's own heldout split (a third " +
+    "of it email), against its own ceiling, an oracle that drops exactly the corrupted records by " +
+    "label and keeps all email. Best fraction by mean final NLL on " +
+    `\`${ev.primaryTest}\`: ${
+      sd.bestDiscardFraction === null ? "n/a" : pct(sd.bestDiscardFraction) + "%"
+    }.`,
+    "",
+    "| test set | rater | ceiling | random, same fraction |",
+    "|---|---|---|---|",
+    ...Object.entries(sd.byTest).map(([t, v]) =>
+      `| ${t} | ${gainText(v.rater)} | ${gainText(v.ceiling)} | ${gainText(v.random)} |`
+    ),
+    "",
+  ];
+  const pool = sd.byTest["test"];
+  if (pool) {
+    const r = pool.rater?.mean ?? null;
+    const c = pool.ceiling?.mean ?? null;
+    const nll = (method: string, fraction: number | null) =>
+      fmt(gainOf(ev, method, fraction)?.byTest["test"]?.finalLoss.mean, 4);
+    lines.push(
+      "On the pool's own test split (`test`, a third junk), filtering junk out of training makes " +
+        "that split's junk harder to predict, so its NLL can get worse while clean-prose NLL " +
+        `improves. Measured: the rater ${
+          r === null ? "never reached the baseline's NLL there (gain n/a)" : `gains ${pctFmt(r)}`
+        }, its ceiling ${
+          c === null ? "never reached it (gain n/a)" : `gains ${pctFmt(c)}`
+        }; final \`test\` NLL: baseline ${nll("baseline", null)}, rater ${
+          nll(POOL_RATER, sd.bestDiscardFraction)
+        }, ceiling ${nll(POOL_CEILING, null)}, headline rater ${
+          nll(HEADLINE, json.bestDiscardFraction)
+        }. Neither test set is tuned for.`,
+      "",
+    );
+  }
+  lines.push(gainTable(ev, "small", ["baseline", POOL_RATER, POOL_CEILING, "random"]));
+  return lines.join("\n");
 }
 
 /** Inputs of {@link writeReport}. */
 export interface ReportInput {
   preset: string;
+  /** The pool (train split) evaluated with every rater and baseline. */
   mixture: EvaluationResult;
-  cleanOnly?: EvaluationResult;
-  /** The mixture with a clean-prose target set as the rater's outer objective. */
-  targetSet?: EvaluationResult;
   /** Stage name → seconds. */
   timings: Record<string, number>;
   /** Extra lines for the setup section (corpus, rater). */
@@ -447,26 +649,43 @@ export async function writeReport(
   const ev = input.mixture;
   const t = ev.primaryTest;
   const best = bestFraction(ev);
-  const dr = best === null ? undefined : gainOf(ev, "datarater", best);
-  const oracle = gainOf(ev, "oracle", null);
-  const cl = input.cleanOnly;
-  const clBest = cl ? bestFraction(cl) : null;
+  const dr = best === null ? undefined : gainOf(ev, HEADLINE, best);
+  const oracle = gainOf(ev, ORACLE, null);
   const bestLarge = bestFraction(ev, "large");
   const checkList = checks(ev);
-  const noCorrupt = gainOf(ev, "oracle-no-corrupt", null);
-  const ts = input.targetSet;
-  const tsBest = ts ? bestFraction(ts) : null;
-  const tsGain = ts && tsBest !== null ? gainOf(ts, "datarater", tsBest) : undefined;
+  const poolBest = bestFraction(ev, "small", POOL_RATER);
+  const hasPool = ev.gains.some((g) => g.method === POOL_RATER);
+  const headlineFig = figure(dr, t);
   const json: ReportJson = {
     preset: input.preset,
     primaryTest: t,
-    netComputeGain: dr?.byTest[t].summary.mean ?? null,
-    netComputeGainSeeds: dr?.byTest[t].perSeed.map((g) => g.netComputeGain) ?? [],
+    netComputeGain: headlineFig?.mean ?? null,
+    netComputeGainSeeds: headlineFig?.perSeed ?? [],
+    netComputeGainCi95: headlineFig?.ci95 ?? null,
     oracleComputeGain: oracle?.byTest[t].summary.mean ?? null,
     bestDiscardFraction: best,
     finalTestNll: finalNllTable(ev),
     keepRates: ev.keepRates,
+    keepByPosition: ev.keepByPosition,
     gains: gainsRecord(ev),
+    noiseFloor: Object.fromEntries(
+      ev.fractions.filter((f) => gainOf(ev, "random", f)).map((f) => [
+        String(f),
+        Object.fromEntries(
+          ev.testSets.map((test) => [test, figure(gainOf(ev, "random", f), test)!]),
+        ),
+      ]),
+    ),
+    sameDistribution: hasPool
+      ? {
+        bestDiscardFraction: poolBest,
+        byTest: Object.fromEntries(ev.testSets.map((test) => [test, {
+          rater: poolBest === null ? null : figure(gainOf(ev, POOL_RATER, poolBest), test),
+          ceiling: figure(gainOf(ev, POOL_CEILING, null), test),
+          random: poolBest === null ? null : figure(gainOf(ev, "random", poolBest), test),
+        }])),
+      }
+      : null,
     transfer: ev.config.transfer
       ? {
         bestSmall: best,
@@ -476,26 +695,8 @@ export async function writeReport(
           : Math.abs(ev.fractions.indexOf(best) - ev.fractions.indexOf(bestLarge)) <= 1,
       }
       : null,
-    cleanOnly: cl
-      ? {
-        netComputeGain: clBest === null
-          ? null
-          : gainOf(cl, "datarater", clBest)?.byTest[cl.primaryTest].summary.mean ?? null,
-        bestDiscardFraction: clBest,
-        finalTestNll: finalNllTable(cl),
-      }
-      : null,
-    targetSet: ts
-      ? {
-        netComputeGain: tsGain?.byTest[ts.primaryTest].summary.mean ?? null,
-        netComputeGainSeeds: tsGain?.byTest[ts.primaryTest].perSeed.map((g) => g.netComputeGain) ??
-          [],
-        bestDiscardFraction: tsBest,
-        finalTestNll: finalNllTable(ts),
-        keepRates: ts.keepRates,
-        scoreBySource: ts.scoreBySource,
-      }
-      : null,
+    raters: ev.raters,
+    unseen: ev.unseen,
     checks: checkList,
     classifier: ev.classifier ?? null,
     timings: input.timings,
@@ -519,74 +720,56 @@ export async function writeReport(
       svg: nllPlotSvg(ev, t, "large", `${ev.variant}: ${t} NLL vs FLOPs (4× larger LM)`),
     });
   }
-  // One plot of the primary test for each side variant.
-  for (
-    const [prefix, side, title] of [
-      ["clean-only", cl, "clean-only corpus"],
-      ["target-set", ts, "target-set rater (mixture corpus)"],
-    ] as const
-  ) {
-    if (!side) continue;
-    plots.push({
-      file: `${prefix}-nll-${side.primaryTest}.svg`,
-      svg: nllPlotSvg(
-        side,
-        side.primaryTest,
-        "small",
-        `${title}: ${side.primaryTest} NLL vs FLOPs`,
-      ),
-    });
-  }
 
   const failed = checkList.filter((c) => !c.pass);
+  const ds = ev.config.downstream;
+  const raterFlops = Object.entries(ev.config.raterFlopsPerRecord).map(([m, f]) =>
+    `${m} ${f.toExponential(2)}`
+  ).join(", ");
   const md: string[] = [
     `# DataRater demo report (${input.preset} preset)`,
     "",
     "## Summary",
     "",
-    `- Net compute gain on \`${t}\` (clean prose; the paper's "Wikipedia NLL" role) at the best discard fraction ` +
-    `(${best === null ? "n/a" : pct(best) + "%"}): **${
-      pctFmt(json.netComputeGain)
-    }** mean over ${ev.seeds.length} seeds ` +
-    `(per seed: ${
-      json.netComputeGainSeeds.map(pctFmt).join(", ")
-    }), rater inference FLOPs counted.`,
-    `- Oracle (keeps clean prose by its true label): ${pctFmt(json.oracleComputeGain)}.` +
-    (noCorrupt
-      ? ` Dropping exactly the corrupted records by their label (keeping all email): ${
-        pctFmt(noCorrupt.byTest[t].summary.mean)
-      }.`
-      : ""),
-    `- Claims met: ${checkList.length - failed.length} of ${checkList.length}.` +
-    (failed.length ? ` **Not met: ${failed.map((c) => c.claim).join("; ")}.**` : ""),
-    ...(ts
+    `- Headline (the user's target set: the rater's outer objective is clean held-out prose): net ` +
+    `compute gain on \`${t}\` at the best discard fraction ` +
+    `(${best === null ? "n/a" : pct(best) + "%"}): **${pctFmt(json.netComputeGain)}** mean over ` +
+    `${ev.seeds.length} seeds, 95% t-interval ${ciFmt(json.netComputeGainCi95)} ` +
+    `(per seed: ${json.netComputeGainSeeds.map(pctFmt).join(", ")}), rater inference FLOPs ` +
+    `counted. Random dropping at the same fraction: ${
+      best === null ? "n/a" : gainText(figure(gainOf(ev, "random", best), t))
+    }.`,
+    `- Prose-only oracle (keeps clean prose by its true label): ${gainText(figure(oracle, t))}.`,
+    ...(hasPool
       ? [
-        `- Beside the claims, a rater with clean prose as its target set (outer objective): ` +
-        `${pctFmt(json.targetSet?.netComputeGain)} at ${
-          tsBest === null ? "n/a" : pct(tsBest) + "%"
-        } discard (see "Target set").`,
+        `- Same-distribution protocol (outer objective the pool's heldout split): ${
+          gainText(json.sameDistribution!.byTest[t]?.rater ?? null)
+        } at ${poolBest === null ? "n/a" : pct(poolBest) + "%"} discard, against its ceiling ` +
+        `(drops exactly the corrupted records, keeps email) ${
+          gainText(json.sameDistribution!.byTest[t]?.ceiling ?? null)
+        }.`,
       ]
       : []),
+    `- Claims met: ${checkList.length - failed.length} of ${checkList.length}; a claim holds ` +
+    `only when its 95% interval over seeds clears the bar.` +
+    (failed.length ? ` **Not met: ${failed.map((c) => c.claim).join("; ")}.**` : ""),
     "",
     "## Setup",
     "",
     ...input.setup.map((l) => `- ${l}`),
-    `- Downstream LM (small): ${
-      JSON.stringify(ev.config.downstream.lm)
-    }, seqLen ${ev.config.downstream.seqLen}, ` +
-    `batch ${ev.config.downstream.batch}, ${ev.config.downstream.steps} steps (token budget ` +
-    `${
-      ev.config.downstream.steps * ev.config.downstream.batch * ev.config.downstream.seqLen
-    } bytes), Adam lr ${ev.config.downstream.lr}, ` +
-    `evaluated every ${ev.config.downstream.evalEvery} steps on at most ${ev.config.downstream.evalRecords} records per test set.`,
+    `- Downstream LM (small): ${JSON.stringify(ds.lm)}, seqLen ${ds.seqLen}, batch ${ds.batch}, ` +
+    `${ds.steps} steps (token budget ${
+      ds.steps * ds.batch * ds.seqLen
+    } bytes), Adam lr ${ds.lr}, ` +
+    `evaluated every ${ds.evalEvery} steps on ${ds.evalWindows} fixed seqLen-byte windows sampled ` +
+    `over each test set's documents (the same windows for every run).`,
     ev.config.transfer
       ? `- Larger LM (transfer check): ${
         JSON.stringify(ev.config.transfer.lm)
       }, same data budget and optimiser.`
       : "- No transfer check in this preset.",
-    `- Rater inference: ${
-      ev.config.raterFlopsPerRecord.toExponential(2)
-    } FLOPs per record, charged for all ${ev.trainRecords} train records at every fraction.`,
+    `- Rater inference FLOPs per record (${raterFlops}), charged for all ${ev.trainRecords} ` +
+    `train records at every fraction.`,
     ...(ev.classifier
       ? [
         `- fastText baseline (DCLM-style): the real fastText (WebAssembly build), trained on ` +
@@ -599,29 +782,49 @@ export async function writeReport(
         `(${(ev.classifier.scoredBytes / 1e6).toFixed(2)} MB of train text).`,
       ]
       : []),
-    `- Seeds: ${
-      ev.seeds.join(", ")
-    } (each filtered run is compared with the baseline of the same seed).`,
+    `- Seeds: ${ev.seeds.join(", ")} (each filtered run is compared with the baseline of the ` +
+    `same seed; intervals are Student's t 95% over seeds, paired by seed for comparisons).`,
     "",
     "## Claims measured",
     "",
     "| claim | target | measured | met |",
     "|---|---|---|---|",
     ...checkList.map((c) =>
-      `| ${c.claim} | ${c.target} | ${c.measured} | ${c.pass ? "yes" : "**no**"} |`
+      `| ${cell(c.claim)} | ${cell(c.target)} | ${cell(c.measured)} | ${
+        c.pass ? "yes" : "**no**"
+      } |`
     ),
     "",
     "## Compute gains and final NLL (small LM)",
     "",
-    "Net gain = 1 − (FLOPs to reach the baseline's final NLL + filter inference FLOPs) / baseline FLOPs; `n/a` = never reached it.",
+    "Net gain = 1 − (FLOPs to reach the baseline's final NLL + filter inference FLOPs) / baseline " +
+    "FLOPs; `n/a` = never reached it. Each gain: mean over seeds, 95% t-interval, per seed; " +
+    "random dropping's gain at the same fraction beside it.",
     "",
     gainTable(ev, "small"),
     "",
-    `### The mixture's own test split`,
+    "## Same-distribution protocol",
     "",
-    "The `test` column is the mixture's test split (a third junk). Filtering junk out of training can make that " +
-    "split's junk *less* predictable, so its NLL can get worse while clean-prose NLL improves; the paper's validation " +
-    "NLL is the analogue. Both are shown and neither is tuned for.",
+    sameDistributionSection(ev, json),
+    "",
+    "### The pool's own test split",
+    "",
+    "Both test sets are in every table above: `testClean` (clean prose, documents disjoint from " +
+    "every objective) and `test` (the pool's own test split, as mixed as the pool). See the " +
+    "same-distribution section for what happens on `test`.",
+    "",
+    "## Noise floor",
+    "",
+    "Random dropping's gain at each fraction: what a filter that knows nothing measures. Near zero " +
+    `(|mean| ≤ ${pctFmt(NOISE_FLOOR)}, and its final NLL's difference from the baseline's within ` +
+    "noise) means the evaluation can tell a real gain from noise. A seed shown as n/a never " +
+    "reached the baseline's NLL: no gain.",
+    "",
+    ...Object.entries(json.noiseFloor).map(([f, byTest]) =>
+      `- random@${pct(Number(f))}%: ${
+        Object.entries(byTest).map(([test, g]) => `${test} ${gainText(g)}`).join("; ")
+      }`
+    ),
     "",
     "## Final test NLL of every run",
     "",
@@ -633,45 +836,28 @@ export async function writeReport(
     "",
     keepRateTable(ev),
     "",
-    "Mean rater score per source:",
+    "### Per kind and position",
     "",
-    ...scoreLines(ev),
-    "",
-    "Lowest-rated records:",
-    "",
-    examples(ev.lowestRated),
-    "",
-    "Highest-rated records:",
-    "",
-    examples(ev.highestRated),
-    "",
+    ...ev.raters.flatMap((a) => [raterSection(ev, a), ""]),
     "Heuristic filter, why records were dropped:",
     "",
     ...Object.entries(ev.heuristicReasons).sort((a, b) => b[1] - a[1]).map(([r, n]) =>
       `- ${r}: ${n}`
     ),
     "",
+    "## Unseen junk kinds",
+    "",
+    unseenSection(ev),
+    "",
     "## Transfer to a larger LM",
     "",
     ev.config.transfer
-      ? `Best discard fraction: small LM ${best === null ? "n/a" : pct(best) + "%"}, larger LM ${
-        bestLarge === null ? "n/a" : pct(bestLarge) + "%"
-      }.\n\n${gainTable(ev, "large")}`
+      ? `Best discard fraction of the headline rater: small LM ${
+        best === null ? "n/a" : pct(best) + "%"
+      }, larger LM ${bestLarge === null ? "n/a" : pct(bestLarge) + "%"}.\n\n${
+        gainTable(ev, "large")
+      }`
       : "Not run in this preset.",
-    "",
-    "## Clean-only corpus (prose alone)",
-    "",
-    cl
-      ? `A rater meta-trained on prose alone, evaluated the same way. Little gain is expected: there is no junk to drop.\n\n` +
-        `Best fraction ${clBest === null ? "n/a" : pct(clBest) + "%"}, net compute gain ${
-          pctFmt(json.cleanOnly?.netComputeGain)
-        }.\n\n` +
-        gainTable(cl, "small")
-      : "Not run in this preset.",
-    "",
-    "## Target set: clean prose as the rater's outer objective",
-    "",
-    ts ? targetSetSection(ts, ev, json) : "Not run in this preset.",
     "",
     "## Plots",
     "",

@@ -6,8 +6,9 @@
  * Every run of the evaluation (baseline, each filter) uses this with the same model, optimiser,
  * batch, sequence length and number of steps; only the records differ. A training example is a
  * `seqLen`-byte window of a record at a random offset (the whole record when it is shorter), so a
- * long record contributes all of its bytes over the epochs, as packing would. Evaluation uses each
- * test record's first `seqLen` bytes, the same for every run.
+ * long record contributes all of its bytes over the epochs, as packing would. Evaluation uses a
+ * fixed sample of non-overlapping `seqLen`-byte windows spread over every test document
+ * ({@link evalWindows}), the same for every run and seed.
  *
  * @example
  * ```ts
@@ -51,8 +52,11 @@ export interface DownstreamConfig {
   clipNorm: number;
   /** Evaluate every this many steps (and at step 0 and the last step). */
   evalEvery: number;
-  /** At most this many records of each test set are evaluated (the first ones, in stored order). */
-  evalRecords: number;
+  /**
+   * Windows evaluated per test set: a fixed seeded sample of the non-overlapping `seqLen`-byte
+   * windows of all its documents (all of them when there are fewer), see {@link evalWindows}.
+   */
+  evalWindows: number;
   /** Records per evaluation forward pass. */
   evalBatch: number;
   seed: number;
@@ -69,7 +73,7 @@ export const DEFAULT_DOWNSTREAM: DownstreamConfig = {
   weightDecay: 0,
   clipNorm: 1,
   evalEvery: 50,
-  evalRecords: 512,
+  evalWindows: 2048,
   evalBatch: 64,
   seed: 0,
 };
@@ -215,6 +219,40 @@ export function perRecordNll(
   return out;
 }
 
+/** Seed of the evaluation sample: fixed, so every run and seed is measured on the same bytes. */
+export const EVAL_SAMPLE_SEED = 777;
+
+/**
+ * The evaluation windows of a test set: every document cut into non-overlapping `seqLen`-byte
+ * windows (a document's last window may be shorter; one of under 2 bytes predicts nothing and is
+ * left out), then a seeded sample of `count` of them (all when there are fewer), in document order.
+ * Junk or prose deep inside a multi-KB document is measured, not only the heads, and one long
+ * document cannot crowd out the others more than its share of bytes.
+ */
+export function evalWindows(
+  texts: readonly string[],
+  seqLen: number,
+  count: number,
+  seed = EVAL_SAMPLE_SEED,
+): Uint8Array[] {
+  const all: Uint8Array[] = [];
+  for (const t of texts) {
+    const bytes = encoder.encode(t);
+    for (let off = 0; off < bytes.length; off += seqLen) {
+      const w = bytes.subarray(off, off + seqLen);
+      if (w.length >= 2) all.push(w);
+    }
+  }
+  if (all.length <= count) return all;
+  const rng = new Rng(seed);
+  const order = all.map((_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order.slice(0, count).sort((a, b) => a - b).map((i) => all[i]);
+}
+
 /** Progress callback: called after every evaluation. */
 export type DownstreamProgress = (point: EvalPoint & { trainLoss: number; steps: number }) => void;
 
@@ -235,10 +273,9 @@ export async function trainDownstream(
   let params = toTensors(initLmArrays(lm, seqLen, rng));
   const sampler = new WindowSampler(trainTexts.map((t) => encoder.encode(t)), seqLen, rng.fork());
   const evalBytes = Object.fromEntries(
-    Object.entries(evalSets).map(([name, texts]) => [
-      name,
-      texts.slice(0, config.evalRecords).map((t) => encoder.encode(t).subarray(0, seqLen)),
-    ]),
+    Object.entries(evalSets).map((
+      [name, texts],
+    ) => [name, evalWindows(texts, seqLen, config.evalWindows)]),
   );
   const optimizer = chain(
     clipByGlobalNorm(config.clipNorm),

@@ -3,13 +3,15 @@
  * files and an S3-compatible server it starts; no cluster):
  *
  * 1. prepare the demo corpus into the embedded S3 store;
- * 2. meta-train a DataRater with the trainer program the pods run, and export it to ONNX;
+ * 2. meta-train two DataRaters on the pool with the trainer program the pods run, and export them
+ *    to ONNX: the headline rater, whose outer objective is the user's target set (clean held-out
+ *    prose, documents disjoint from every test split), and beside it the paper's same-distribution
+ *    rater, whose outer objective is the pool's own heldout split (issue 12's protocol);
  * 3. start the scoring function and score every shard through `POST /v1/score` at each discard
- *    fraction (manifests land in the store);
- * 4. train downstream LMs (baseline, DataRater at each fraction, heuristic, perplexity, random,
- *    oracle; two seeds; a 4× larger LM for the transfer check), and the same on the clean-only corpus;
- *    beside them, a rater meta-trained on the same mixture with clean prose as its target set (the
- *    paper's other setting), scored and evaluated the same way;
+ *    fraction (manifests land in the store), and the corpus's `unseen/` split when it has one;
+ * 4. train downstream LMs (baseline, each rater at each fraction, heuristic, perplexity, random,
+ *    fastText, the two oracles; the preset's seeds, sharing the baseline runs between raters; a 4×
+ *    larger LM for the headline's transfer check);
  * 5. write `report.md`, `report.json` and SVG plots under the output folder it prints.
  *
  * Every stage leaves a marker only when it is complete (corpus.json, artifacts.json, one manifest
@@ -31,11 +33,17 @@ import { readRaterMetadata } from "../training/export-onnx.ts";
 import { raterFlopsPerRecord } from "../training/rater.ts";
 import { type EvaluationResult, pct, runEvaluation } from "../evaluation/evaluation.ts";
 import { type DemoPreset, PRESETS } from "../evaluation/presets.ts";
-import { writeReport } from "../evaluation/report.ts";
+import { HEADLINE, POOL_RATER, writeReport } from "../evaluation/report.ts";
+import { hasObjects } from "../evaluation/data.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BUCKET = "demo";
 const STORE = `s3://${BUCKET}`;
+/**
+ * The corpus's split of junk kinds never seen in meta-training (with prose controls), where the
+ * corpus builder writes one; read only when present.
+ */
+const UNSEEN_SPLIT = "unseen/";
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -252,42 +260,7 @@ export async function runDemo(
     const c = (k: keyof typeof CORPUS_LAYOUT) => joinUri(corpus, CORPUS_LAYOUT[k]);
 
     const localDir = join(output, "work");
-    const model = await timed(
-      timings,
-      timingsFile,
-      "meta-train (mixture)",
-      () =>
-        metaTrain(
-          store,
-          "mixture",
-          preset,
-          c("train"),
-          c("heldout"),
-          `${STORE}/runs/mixture/`,
-          localDir,
-          env,
-          log,
-        ),
-    );
-    const cleanModel = await timed(
-      timings,
-      timingsFile,
-      "meta-train (clean-only)",
-      () =>
-        metaTrain(
-          store,
-          "clean-only",
-          preset,
-          c("cleanOnlyTrain"),
-          c("cleanOnlyHeldout"),
-          `${STORE}/runs/clean-only/`,
-          localDir,
-          env,
-          log,
-        ),
-    );
-
-    // The paper's other setting: the same mixture, clean prose as the target set (outer objective).
+    // Headline: the user's target set (clean held-out prose) as the outer objective.
     const targetModel = await timed(
       timings,
       timingsFile,
@@ -305,40 +278,26 @@ export async function runDemo(
           log,
         ),
     );
-
-    scoring = await startScoringFunction(env, log);
-    const manifests = await timed(
+    // Beside it, the paper's same-distribution protocol: the pool's heldout split as the objective.
+    const model = await timed(
       timings,
       timingsFile,
-      "score (mixture)",
+      "meta-train (mixture)",
       () =>
-        scoreFractions(
+        metaTrain(
           store,
           "mixture",
-          scoring!.endpoint,
-          model,
+          preset,
           c("train"),
-          `${STORE}/manifests/mixture/`,
-          preset.fractions,
+          c("heldout"),
+          `${STORE}/runs/mixture/`,
+          localDir,
+          env,
           log,
         ),
     );
-    const cleanManifests = await timed(
-      timings,
-      timingsFile,
-      "score (clean-only)",
-      () =>
-        scoreFractions(
-          store,
-          "clean-only",
-          scoring!.endpoint,
-          cleanModel,
-          c("cleanOnlyTrain"),
-          `${STORE}/manifests/clean-only/`,
-          preset.fractions,
-          log,
-        ),
-    );
+
+    scoring = await startScoringFunction(env, log);
     const targetManifests = await timed(
       timings,
       timingsFile,
@@ -355,6 +314,46 @@ export async function runDemo(
           log,
         ),
     );
+    const manifests = await timed(
+      timings,
+      timingsFile,
+      "score (mixture)",
+      () =>
+        scoreFractions(
+          store,
+          "mixture",
+          scoring!.endpoint,
+          model,
+          c("train"),
+          `${STORE}/manifests/mixture/`,
+          preset.fractions,
+          log,
+        ),
+    );
+    // Junk kinds never seen in meta-training, where the corpus has them: scored by the headline
+    // rater once (the policy is immaterial: keep rates use the train split's thresholds).
+    const unseenRecords = joinUri(corpus, UNSEEN_SPLIT);
+    const unseen = (await hasObjects(store, unseenRecords))
+      ? {
+        records: unseenRecords,
+        manifests: (await timed(
+          timings,
+          timingsFile,
+          "score (unseen)",
+          () =>
+            scoreFractions(
+              store,
+              "unseen",
+              scoring!.endpoint,
+              targetModel,
+              unseenRecords,
+              `${STORE}/manifests/unseen/`,
+              [0.5],
+              log,
+            ),
+        ))["0.5"],
+      }
+      : undefined;
     await scoring.stop();
     scoring = null;
 
@@ -365,18 +364,32 @@ export async function runDemo(
     const mixture: EvaluationResult = await timed(
       timings,
       timingsFile,
-      "downstream (mixture)",
+      "downstream",
       async () =>
         runEvaluation(store, {
           variant: "mixture",
           train: c("train"),
-          heldout: c("heldout"),
-          // The fastText baseline learns the user's target set, as the target-set rater does.
+          // The baselines that need reference data get the user's target set, as the headline
+          // rater does: the perplexity filter's LM and the fastText classifier's positives.
+          heldout: c("cleanOnlyHeldout"),
           target: c("cleanOnlyHeldout"),
           testSets: { testClean: c("testClean"), test: c("test") },
           primaryTest: "testClean",
-          raterManifests: manifests,
-          raterFlopsPerRecord: await flopsOf(model),
+          raters: [
+            {
+              method: HEADLINE,
+              manifests: targetManifests,
+              flopsPerRecord: await flopsOf(targetModel),
+              transfer: true,
+            },
+            {
+              method: POOL_RATER,
+              manifests,
+              flopsPerRecord: await flopsOf(model),
+              transfer: false,
+            },
+          ],
+          unseen,
           baselines: preset.baselines,
           fractions: preset.fractions,
           seeds: preset.seeds,
@@ -387,70 +400,27 @@ export async function runDemo(
           runEnv: env,
         }, log),
     );
-    const cleanOnly: EvaluationResult = await timed(
-      timings,
-      timingsFile,
-      "downstream (clean-only)",
-      async () =>
-        runEvaluation(store, {
-          variant: "clean-only",
-          train: c("cleanOnlyTrain"),
-          heldout: c("cleanOnlyHeldout"),
-          testSets: { testClean: c("testClean") },
-          primaryTest: "testClean",
-          raterManifests: cleanManifests,
-          raterFlopsPerRecord: await flopsOf(cleanModel),
-          baselines: [],
-          fractions: preset.fractions,
-          seeds: preset.cleanOnlySeeds,
-          downstream: preset.downstream,
-          output: `${STORE}/evaluation/clean-only/`,
-          jobs: preset.jobs,
-          runEnv: env,
-        }, log),
-    );
-
-    const targetSet: EvaluationResult = await timed(
-      timings,
-      timingsFile,
-      "downstream (target set)",
-      async () =>
-        runEvaluation(store, {
-          variant: "target-set",
-          train: c("train"),
-          heldout: c("cleanOnlyHeldout"),
-          testSets: { testClean: c("testClean"), test: c("test") },
-          primaryTest: "testClean",
-          raterManifests: targetManifests,
-          raterFlopsPerRecord: await flopsOf(targetModel),
-          baselines: [],
-          fractions: preset.fractions,
-          seeds: preset.seeds,
-          downstream: preset.downstream,
-          output: `${STORE}/evaluation/target-set/`,
-          jobs: preset.jobs,
-          runEnv: env,
-        }, log),
-    );
 
     const reportDir = join(output, "report") + "/";
     const { json } = await writeReport(store, reportDir, {
       preset: preset.name,
       mixture,
-      cleanOnly,
-      targetSet,
       timings,
       setup: [
         `Corpus: ${summary.options.size} records (train ${summary.datasets.train.records}, heldout ${summary.datasets.heldout.records}, test ${summary.datasets.test.records}), ` +
         `a third each clean Brown prose, SpamAssassin email (ham and spam as the package has them), corrupted prose (${
           summary.corruptions.map((k) => k.kind).join(", ")
         }); seed ${summary.options.seed}.`,
-        `test-clean: ${summary.datasets.testClean.records} clean paragraphs from the test documents (never seen by meta-training or tuning).`,
-        `Rater: ${
+        `test-clean: ${summary.datasets.testClean.records} clean prose records from the test documents (never seen by meta-training or tuning).`,
+        `Headline rater (\`${HEADLINE}\`): ${
           JSON.stringify(preset.metaTraining.rater)
         }, meta-trained ${preset.metaTraining.meta?.steps} steps ` +
-        `(population ${preset.metaTraining.meta?.population}) with the mixture's heldout split as the outer objective; model ${model}.`,
-        `Target-set rater (reported beside, not in the claims): the same trainer and mixture, outer objective the clean-only heldout prose (documents disjoint from test-clean); model ${targetModel}.`,
+        `(population ${preset.metaTraining.meta?.population}) on the pool with the user's target set as the outer objective: the clean-only heldout prose (documents disjoint from every test split); model ${targetModel}.`,
+        `Same-distribution rater (\`${POOL_RATER}\`): the same trainer and pool, outer objective the pool's own heldout split; model ${model}.`,
+        `Perplexity filter's LM and fastText's positives: the same target set as the headline rater.`,
+        unseen
+          ? `Unseen junk kinds: ${unseen.records}, scored by the headline rater.`
+          : `Unseen junk kinds: n/a (the corpus has no ${UNSEEN_SPLIT} split).`,
         `Store: embedded S3 (s3rver) at ${
           join(output, "s3")
         }; scoring through POST /v1/score with keepFraction policies.`,

@@ -8,10 +8,10 @@
  * deno task evaluate --train s3://b/corpus/train/ --heldout s3://b/corpus/heldout/ \
  *   --test testClean=s3://b/corpus/test-clean/ --test test=s3://b/corpus/test/ \
  *   --manifests s3://b/manifests/ --model s3://b/run1/rater.onnx \
- *   --output s3://b/evaluation/ --report ./report/ [--preset quick] [--seeds 0,1] [--jobs 2]
+ *   --output s3://b/evaluation/ --report ./report/ [--preset quick] [--seeds 0,1,2] [--jobs 2]
  * ```
  *
- * `--manifests PREFIX` holds one folder per discard fraction, `discard-10/`, `discard-25/`, …
+ * `--manifests PREFIX` holds one folder per discard fraction, `discard-25/`, `discard-50/`, …
  * (what `deno task demo` writes; make them with `deno task score --keep-fraction 0.9` and so on).
  * The first `--test` is the headline test set unless `--primary-test` names another. S3 settings
  * come from the environment (`S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, …). Finished runs under
@@ -29,12 +29,12 @@ import {
   runEvaluation,
 } from "../evaluation/evaluation.ts";
 import { PRESETS } from "../evaluation/presets.ts";
-import { writeReport } from "../evaluation/report.ts";
+import { HEADLINE, writeReport } from "../evaluation/report.ts";
 
 const USAGE =
   `usage: deno task evaluate --train URI --heldout URI --test NAME=URI [--test NAME=URI …]
     --manifests PREFIX --model URI --output URI --report DIR
-    [--primary-test NAME] [--preset default|quick|tiny] [--fractions 0.1,0.25,0.5,0.75] [--seeds 0,1]
+    [--primary-test NAME] [--preset default|quick|tiny] [--fractions 0.25,0.5,0.75] [--seeds 0,1,2]
     [--baselines heuristic,perplexity,random,fasttext,oracle,oracle-no-corrupt]
     [--target URI (the fastText baseline's positives; default --heldout)] [--no-transfer] [--jobs N]`;
 
@@ -119,8 +119,12 @@ async function main() {
     target: values.target,
     testSets,
     primaryTest,
-    raterManifests: manifests,
-    raterFlopsPerRecord: raterFlopsPerRecord(meta.rater, meta.seqLen),
+    raters: [{
+      method: HEADLINE,
+      manifests,
+      flopsPerRecord: raterFlopsPerRecord(meta.rater, meta.seqLen),
+      transfer: true,
+    }],
     baselines,
     fractions,
     seeds: numbers(values.seeds, "seeds") ?? preset.seeds,

@@ -3,7 +3,9 @@ import {
   computeGain,
   CurveError,
   flopsToReach,
+  pairedClears,
   summarizeSeeds,
+  tQuantile975,
 } from "../../evaluation/compute-gain.ts";
 
 const baseline = [
@@ -95,8 +97,43 @@ describe("summarizeSeeds", () => {
       min: null,
       max: null,
       std: null,
+      ci95: null,
       defined: 0,
       undefined: 2,
     });
+  });
+
+  it("gives the 95% t-interval over seeds: mean ± t(0.975, n-1)·s/√n", () => {
+    const s = summarizeSeeds([0.2, 0.3, 0.4]);
+    // s = 0.1, n = 3, t(0.975, 2) = 4.303.
+    const half = 4.303 * 0.1 / Math.sqrt(3);
+    expect(s.ci95![0]).toBeCloseTo(0.3 - half, 12);
+    expect(s.ci95![1]).toBeCloseTo(0.3 + half, 12);
+    expect(summarizeSeeds([0.2]).ci95).toBeNull();
+    expect(tQuantile975(1)).toBe(12.706);
+    expect(tQuantile975(30)).toBe(2.042);
+    expect(tQuantile975(200)).toBe(1.96);
+  });
+});
+
+describe("pairedClears", () => {
+  it("holds only when the interval of the per-seed differences clears zero", () => {
+    // Differences 0.1, 0.12, 0.14: mean 0.12, s 0.02, half-width 4.303·0.02/√3 ≈ 0.0497.
+    const ok = pairedClears([0.4, 0.42, 0.44], [0.3, 0.3, 0.3]);
+    expect(ok.pass).toBe(true);
+    expect(ok.diff.mean).toBeCloseTo(0.12, 12);
+    // Same mean difference, but spread wide enough that the interval reaches below zero.
+    const wide = pairedClears([0.5, 0.3, 0.46], [0.3, 0.3, 0.3]);
+    expect(wide.diff.mean).toBeCloseTo(0.12, 12);
+    expect(wide.diff.ci95![0]).toBeLessThan(0);
+    expect(wide.pass).toBe(false);
+  });
+
+  it("fails with an undefined seed, with one seed, and (strict) on an interval touching zero", () => {
+    expect(pairedClears([0.4, null, 0.5], [0, 0, 0]).pass).toBe(false);
+    expect(pairedClears([0.4], [0]).pass).toBe(false);
+    expect(pairedClears([0.1, 0.1], [0.1, 0.1]).pass).toBe(true);
+    expect(pairedClears([0.1, 0.1], [0.1, 0.1], true).pass).toBe(false);
+    expect(() => pairedClears([1, 2], [1])).toThrow(RangeError);
   });
 });

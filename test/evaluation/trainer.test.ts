@@ -6,6 +6,7 @@ import {
   DEFAULT_DOWNSTREAM,
   type DownstreamConfig,
   DownstreamDataError,
+  evalWindows,
   trainDownstream,
   trainFlopsPerStep,
   WindowSampler,
@@ -20,7 +21,7 @@ const config: DownstreamConfig = {
   batch: 8,
   steps: 30,
   evalEvery: 10,
-  evalRecords: 16,
+  evalWindows: 16,
   evalBatch: 16,
   warmupSteps: 3,
 };
@@ -96,5 +97,32 @@ describe("WindowSampler", () => {
     for (const w of epoch) {
       expect(w.length).toBe(Math.min(8, records.find((r) => r[0] === w[0])!.length));
     }
+  });
+});
+
+describe("evalWindows", () => {
+  const enc = new TextEncoder();
+  const docs = ["a".repeat(100), "b".repeat(33), "c"];
+
+  it("cuts every document into non-overlapping windows, dropping a window too short to predict", () => {
+    const w = evalWindows(docs, 32, 1000);
+    // 100 bytes → 32, 32, 32, 4; 33 → 32 (the 1-byte tail is dropped); "c" alone is dropped.
+    expect(w.map((x) => x.length)).toEqual([32, 32, 32, 4, 32]);
+    expect(new TextDecoder().decode(w[3])).toBe("aaaa");
+    expect(w[4]).toEqual(enc.encode("b".repeat(32)));
+  });
+
+  it("samples the same windows for every call (a fixed seed), in document order", () => {
+    // Document i is one distinct character repeated, so a window names its document.
+    const many = Array.from({ length: 50 }, (_, i) => String.fromCharCode(48 + i).repeat(120));
+    const a = evalWindows(many, 16, 20);
+    const b = evalWindows(many, 16, 20);
+    expect(a.length).toBe(20);
+    expect(a).toEqual(b);
+    // Spread over the documents, not the first ones' heads only.
+    const docOf = a.map((w) => w[0] - 48);
+    expect(new Set(docOf).size).toBeGreaterThan(10);
+    expect(docOf).toEqual([...docOf].sort((x, y) => x - y));
+    expect(evalWindows(many, 16, 20, 1)).not.toEqual(a);
   });
 });

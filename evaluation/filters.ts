@@ -14,6 +14,7 @@
 import { Rng } from "../training/rng.ts";
 import { lmFlopsPerByte } from "../training/lm.ts";
 import { disposeParams, type Params } from "../training/nn.ts";
+import { aggregateScores, DEFAULT_SCORE_CAP_BYTES, windowSpans } from "../lib/windows.ts";
 import type { EvalRecord } from "./data.ts";
 import { heuristicFilter } from "./heuristics.ts";
 import { type DownstreamConfig, perRecordNll, trainDownstream } from "./trainer.ts";
@@ -113,7 +114,7 @@ export function classifierFilter(
 
 /** Per-record perplexity scores from a small LM trained on held-out data. */
 export interface PerplexityScorer {
-  /** Mean NLL per byte of each record's first `seqLen` bytes, in the order given. */
+  /** Mean NLL per byte of each record (all its bytes up to the scorer's cap), in the order given. */
   nll: Float64Array;
   /** Inference FLOPs over all records scored. */
   inferenceFlops: number;
@@ -139,24 +140,47 @@ export async function perplexityScores(
     (p) => onProgress?.(p.step, p.steps),
     (p) => (params = p),
   );
-  const encoder = new TextEncoder();
   try {
-    const nll = perRecordNll(
-      params!,
-      config.lm,
-      records.map((r) => encoder.encode(r.text).subarray(0, config.seqLen)),
-      config.seqLen,
-      config.evalBatch,
-    );
     return {
-      nll,
-      inferenceFlops: records.length * lmFlopsPerByte(config.lm, config.seqLen).forward *
-        config.seqLen,
+      ...wholeRecordNll(params!, config, records),
       trainLoss: result.finalTrainLoss,
     };
   } finally {
     disposeParams(params!);
   }
+}
+
+/**
+ * Each record's NLL per byte over all its bytes up to the scorer's cap, read in `seqLen` windows
+ * as the DataRater scorer reads it (lib/windows.ts), so the perplexity baseline sees a junk body
+ * too; the byte-weighted mean of the windows' NLLs is the record's.
+ */
+function wholeRecordNll(
+  params: Params,
+  config: DownstreamConfig,
+  records: readonly EvalRecord[],
+): Omit<PerplexityScorer, "trainLoss"> {
+  const plan = { window: config.seqLen, stride: config.seqLen, cap: DEFAULT_SCORE_CAP_BYTES };
+  const encoder = new TextEncoder();
+  const windows: Uint8Array[] = [];
+  const perRecord = records.map((r) => {
+    const bytes = encoder.encode(r.text);
+    const { spans } = windowSpans(bytes.length, plan);
+    for (const [start, end] of spans) windows.push(bytes.subarray(start, end));
+    return spans;
+  });
+  const windowNll = perRecordNll(params, config.lm, windows, config.seqLen, config.evalBatch);
+  let next = 0;
+  const nll = Float64Array.from(perRecord, (spans) => {
+    const scores = windowNll.subarray(next, next + spans.length);
+    next += spans.length;
+    return aggregateScores(scores, spans, "mean");
+  });
+  const scoredBytes = perRecord.reduce((a, spans) => a + spans[spans.length - 1][1], 0);
+  return {
+    nll,
+    inferenceFlops: scoredBytes * lmFlopsPerByte(config.lm, config.seqLen).forward,
+  };
 }
 
 /** Perplexity filtering: keep the middle `1 - discard` of the perplexity distribution. */

@@ -45,7 +45,7 @@ const ALL_BASELINES: BaselineMethod[] = [...BASELINE_METHODS];
  */
 const DEFAULT: DemoPreset = {
   name: "default",
-  corpus: { size: 15000, shardSize: 1000 },
+  corpus: { size: 2100, shardSize: 250 },
   metaTraining: {
     seqLen: 64,
     rater: { kind: "transformer", dModel: 32, layers: 1, heads: 4, ffn: 64 },
@@ -99,7 +99,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
  */
 const QUICK: DemoPreset = {
   name: "quick",
-  corpus: { size: 3000, shardSize: 500 },
+  corpus: { size: 1050, shardSize: 175 },
   metaTraining: {
     seqLen: 64,
     rater: { kind: "transformer", dModel: 16, layers: 1, heads: 2, ffn: 32 },
@@ -145,7 +145,7 @@ const TINY_DOWNSTREAM: DownstreamConfig = {
  */
 const TINY: DemoPreset = {
   name: "tiny",
-  corpus: { size: 180, shardSize: 60 },
+  corpus: { size: 120, shardSize: 40 },
   metaTraining: {
     seqLen: 32,
     rater: { kind: "mlp", dModel: 8, layers: 0, heads: 1, ffn: 8, hidden: 8 },

@@ -26,7 +26,12 @@ import { forEachLine, stopChildrenOnSignal, track } from "../lib/children.ts";
 import { joinUri, type TrainConfigInput, TrainerArtifactsSchema } from "../lib/config.ts";
 import { createStorage, s3SettingsToEnv, type Storage, type UriStorage } from "../lib/storage.ts";
 import { type S3Server, startS3Server } from "../lib/s3-server.ts";
-import { CORPUS_LAYOUT, formatSummary, prepareCorpus } from "../corpus/prepare.ts";
+import {
+  CORPUS_LAYOUT,
+  DEFAULT_CORPUS_OPTIONS,
+  formatSummary,
+  prepareCorpus,
+} from "../corpus/prepare.ts";
 import { scoreAll } from "./score.ts";
 import { scoringClient } from "../functions/client.ts";
 import { readRaterMetadata } from "../training/export-onnx.ts";
@@ -252,7 +257,7 @@ export async function runDemo(
         prepareCorpus(
           store,
           corpus,
-          { ...DEFAULT_CORPUS_FOR(preset), shardSize: preset.corpus.shardSize },
+          { ...DEFAULT_CORPUS_OPTIONS, ...preset.corpus },
           log,
         ),
     );
@@ -434,16 +439,6 @@ export async function runDemo(
     storage?.close();
     if (s3) await s3.stop();
   }
-}
-
-function DEFAULT_CORPUS_FOR(preset: DemoPreset) {
-  return {
-    size: preset.corpus.size,
-    seed: 0,
-    heldoutFraction: 0.1,
-    testFraction: 0.1,
-    maxRecordChars: 8192,
-  };
 }
 
 if (import.meta.main) {

@@ -54,9 +54,26 @@ describe("deno task demo (tiny preset)", () => {
     ) expect(markdown).toContain(section);
     expect(markdown).toContain("Lowest-rated records:");
     expect(markdown).toContain("Highest-rated records:");
-    // Today's corpus has no unseen/ split: the section says so rather than inventing figures.
-    expect(report.unseen).toBeNull();
-    expect(markdown).toContain("n/a: this corpus has no `unseen/` split");
+    // The corpus's unseen/ split: every unseen kind and the prose controls, scored by the headline
+    // rater, with a keep share in [0, 1] at every fraction.
+    const unseen = report.unseen!.bySource;
+    expect(Object.keys(unseen).sort()).toEqual([
+      "prose",
+      "unseen/hex-dump",
+      "unseen/non-english",
+      "unseen/number-table",
+      "unseen/private-key",
+    ]);
+    for (const [s, u] of Object.entries(unseen)) {
+      expect(u.count, s).toBeGreaterThan(0);
+      expect(Number.isFinite(u.meanScore), s).toBe(true);
+      expect(Object.keys(u.keep).sort(), s).toEqual(fractions.map(String).sort());
+      for (const k of Object.values(u.keep)) expect(k >= 0 && k <= 1, s).toBe(true);
+    }
+    expect(unseen.prose.count).toBe(
+      Object.entries(unseen).filter(([s]) => s !== "prose").reduce((a, [, u]) => a + u.count, 0),
+    );
+    expect(markdown).not.toContain("n/a: this corpus has no `unseen/` split");
   });
 
   it("reports a finite best discard fraction and a final NLL for every run on both test sets", () => {
@@ -222,13 +239,22 @@ describe("deno task demo (tiny preset)", () => {
     }
   });
 
-  it("splits every filter's keep rates by junk position, n/a where the corpus does not say", () => {
+  it("splits every filter's keep rates by junk position, n/a for records without junk", () => {
     expect(Object.keys(report.keepByPosition).sort()).toEqual(Object.keys(report.keepRates).sort());
     for (const [key, bySource] of Object.entries(report.keepByPosition)) {
       expect(Object.keys(bySource).sort(), key).toEqual(Object.keys(report.keepRates[key]).sort());
       for (const [s, byPos] of Object.entries(bySource)) {
-        // Today's corpus records no position: one n/a cell per source, equal to its keep rate.
-        expect(byPos, `${key} ${s}`).toEqual({ "n/a": report.keepRates[key][s] });
+        if (!s.startsWith("corrupt/")) {
+          // Prose and email carry no junk: one n/a cell per source, equal to its keep rate.
+          expect(byPos, `${key} ${s}`).toEqual({ "n/a": report.keepRates[key][s] });
+          continue;
+        }
+        // Damaged documents say where their junk sits: head or body, each a share in [0, 1].
+        expect(Object.keys(byPos).length, `${key} ${s}`).toBeGreaterThan(0);
+        for (const [pos, k] of Object.entries(byPos)) {
+          expect(["body", "head"], `${key} ${s}`).toContain(pos);
+          expect(k >= 0 && k <= 1, `${key} ${s} ${pos}`).toBe(true);
+        }
       }
     }
     expect(markdown).toContain(
@@ -373,6 +399,7 @@ describe("deno task demo (tiny preset)", () => {
       ...["mixture", "target set"].flatMap((v) =>
         ["meta-train", "score"].map((s) => `${s} (${v})`)
       ),
+      "score (unseen)",
       "downstream",
     ];
     expect(Object.keys(timings).sort()).toEqual([...stages, "total"].sort());

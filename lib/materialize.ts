@@ -42,6 +42,7 @@ import {
   type ManifestHeader,
   ManifestMismatchError,
   readManifest,
+  readManifestHeader,
 } from "./manifest.ts";
 import { rangedFile, startsWithParquetMagic } from "./parquet.ts";
 import { parseRecordLine, readRecords, RecordError } from "./records.ts";
@@ -276,7 +277,8 @@ export async function materializeShard(
   storage: Storage,
   options: MaterializeShardOptions,
 ): Promise<MaterializedShard> {
-  const { header, entries } = await readManifest(storage, options.manifest);
+  // Only the header: a manifest stream left half read would hold its connection (S3) open.
+  const header = await readManifestHeader(storage, options.manifest);
   const shard = header.input.uri;
   const base: MaterializedShard = {
     manifest: options.manifest,
@@ -293,7 +295,6 @@ export async function materializeShard(
   };
   const targets = await missingTargets(storage, options);
   if (!targets.kept && !targets.dropped) {
-    await entries.return(undefined);
     return base;
   }
   const mismatch = (why: string) =>
@@ -303,7 +304,6 @@ export async function materializeShard(
     );
   const info = await storage.stat(shard);
   if (!info) {
-    await entries.return(undefined);
     throw new MaterializeError(
       `shard ${shard} named by manifest ${options.manifest} does not exist`,
       options.manifest,
@@ -311,7 +311,6 @@ export async function materializeShard(
     );
   }
   if (info.size !== header.input.size) {
-    await entries.return(undefined);
     throw mismatch(
       `the shard has ${info.size} bytes, the manifest was written for ${header.input.size} ` +
         "(truncated or replaced?)",
@@ -336,7 +335,6 @@ export async function materializeShard(
   let headLength = 0;
   while (headLength < 4) {
     const chunk = await nextChunk().catch(async (e) => {
-      await entries.return(undefined);
       throw e;
     });
     if (!chunk) break;
@@ -353,7 +351,6 @@ export async function materializeShard(
   const format: MaterializeFormat = isParquet ? "parquet" : "jsonl";
   if (options.format && options.format !== format) {
     await reader.cancel().catch(() => {});
-    await entries.return(undefined);
     throw new MaterializeError(
       `shard ${shard} is ${format}; materialising it as ${options.format} is not supported ` +
         "(the output keeps the input's format)",
@@ -379,6 +376,7 @@ export async function materializeShard(
         droppedPath = await Deno.makeTempFile({ dir: options.tmpDir, prefix: "datarater-mat-" });
         tmpPaths.push(droppedPath);
       }
+      const { entries } = await readManifest(storage, options.manifest);
       const counts = await joinParquet(
         storage,
         header,
@@ -388,7 +386,11 @@ export async function materializeShard(
         droppedPath,
         info.etag,
         mismatch,
-      );
+      ).finally(async () => {
+        // A generator never started ignores return(): one step in, so that its cleanup runs.
+        await entries.next().catch(() => {});
+        await entries.return(undefined).catch(() => {});
+      });
       result.kept = counts.kept;
       result.droppedRecords = counts.dropped;
       verify();
@@ -410,7 +412,6 @@ export async function materializeShard(
         result.bytesWritten += size;
       }
     } else {
-      await entries.return(undefined);
       const level = isGzip ? options.gzipLevel ?? DEFAULT_GZIP_LEVEL : null;
       const kept = await LineSink.open(
         storage,
@@ -450,7 +451,6 @@ export async function materializeShard(
   } catch (e) {
     for (const sink of sinks) await sink.abort(e);
     await reader.cancel().catch(() => {});
-    await entries.return(undefined).catch(() => {});
     if (e instanceof RecordError) {
       throw mismatch(`${e.message} (a line the manifest has an entry for is not a record)`);
     }
@@ -574,13 +574,17 @@ async function* manifestEntryBlocks(
     }
   };
   const blocks = fast();
-  for (;;) {
-    const n = await blocks.next();
-    if (n.done) {
-      if (n.value) return;
-      break;
+  try {
+    for (;;) {
+      const n = await blocks.next();
+      if (n.done) {
+        if (n.value) return;
+        break;
+      }
+      yield n.value;
     }
-    yield n.value;
+  } finally {
+    await blocks.return(true); // a consumer that stops early: the manifest's stream is closed
   }
   const { entries } = await readManifest(storage, uri);
   let seen = 0;
@@ -956,7 +960,6 @@ export async function materialize(
       const manifest = manifests[next++];
       // The header names the shard, which decides the output's extension.
       const { header, entries } = await readManifest(storage, manifest);
-      await entries.return(undefined);
       const shard = header.input.uri;
       const out = materializedUriFor(manifest, options.manifests, options.output, shard);
       const dropped = options.dropped

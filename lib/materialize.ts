@@ -101,6 +101,8 @@ export class MaterializeError extends ManifestError {
 
 /** Bytes per output write: big writes make a stream's per-chunk cost vanish against the copy. */
 const OUT_CHUNK = 1 << 20;
+/** Bytes per read where the shard's stream lets us choose (a byte stream: local files). */
+const READ_CHUNK = 1 << 20;
 
 /**
  * Default gzip level of materialised `.jsonl.gz` shards: 1. Recompressing is most of the cost of
@@ -322,10 +324,22 @@ export async function materializeShard(
   const hash = byEtag ? null : createHash("sha256");
   let digest: string | null = null;
   let read = 0;
-  const reader = (await storage.read(shard)).getReader();
-  const nextChunk = async (): Promise<Uint8Array | null> => {
-    const { value, done } = await reader.read();
-    if (done) return null;
+  const body = await storage.read(shard);
+  // A byte stream (local files) is read into buffers of our size, and for plain JSON Lines into
+  // the same buffer again and again: a fresh 64 KiB chunk per read cost more in allocation and GC
+  // than the join itself. Other streams (S3's) give their own chunks.
+  let byob: ReadableStreamBYOBReader | null = null;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream
+  }
+  const reader = byob ?? body.getReader();
+  const nextChunk = async (into: Uint8Array | null): Promise<Uint8Array | null> => {
+    const { value, done } = byob
+      ? await byob.read(into ? new Uint8Array(into.buffer) : new Uint8Array(READ_CHUNK))
+      : await (reader as ReadableStreamDefaultReader<Uint8Array>).read();
+    if (done || !value) return null;
     hash?.update(value);
     read += value.length;
     options.onBytes?.(read);
@@ -334,17 +348,25 @@ export async function materializeShard(
   const headParts: Uint8Array[] = [];
   let headLength = 0;
   while (headLength < 4) {
-    const chunk = await nextChunk().catch(async (e) => {
-      throw e;
-    });
+    const chunk = await nextChunk(null);
     if (!chunk) break;
     headParts.push(chunk);
     headLength += chunk.length;
   }
   const head = headParts.length === 1 ? headParts[0] : concatBytes(headParts, headLength);
-  async function* shardChunks(): AsyncGenerator<Uint8Array> {
+  /**
+   * The shard's chunks; with `recycle`, each read reuses the previous chunk's buffer, so a
+   * consumer must be done with a chunk (copied what it keeps) before asking for the next.
+   */
+  async function* shardChunks(recycle: boolean): AsyncGenerator<Uint8Array> {
     if (head.length) yield head;
-    for (let chunk = await nextChunk(); chunk; chunk = await nextChunk()) yield chunk;
+    let last: Uint8Array | null = null;
+    for (;;) {
+      const chunk: Uint8Array | null = await nextChunk(recycle ? last : null);
+      if (!chunk) return;
+      last = chunk;
+      yield chunk;
+    }
   }
   const isParquet = startsWithParquetMagic(head);
   const isGzip = head[0] === 0x1f && head[1] === 0x8b;
@@ -381,7 +403,7 @@ export async function materializeShard(
         storage,
         header,
         entries,
-        ReadableStream.from(shardChunks()),
+        ReadableStream.from(shardChunks(false)),
         keptPath,
         droppedPath,
         info.etag,
@@ -430,7 +452,8 @@ export async function materializeShard(
         options.tmpDir,
       );
       sinks.push(dropped);
-      const chunks = isGzip ? gunzipChunks(shardChunks()) : shardChunks();
+      // zlib may hold an input chunk after write() returns: no recycling under gzip.
+      const chunks = isGzip ? gunzipChunks(shardChunks(false)) : shardChunks(true);
       await joinJsonl(
         header,
         manifestEntryBlocks(storage, options.manifest, header),

@@ -5,7 +5,8 @@
  *
  * - JSON Lines (gzip or not): the kept lines are copied byte for byte (the line's bytes without its
  *   `\n`, and without a trailing `\r`, as `records.ts` splits them), gzip-compressed again when the
- *   input was gzip. Each entry's id is checked against its line (found verbatim, else by parsing).
+ *   input was gzip (zlib level {@link DEFAULT_GZIP_LEVEL} unless `gzipLevel` says otherwise). Each
+ *   entry's id is checked against its line (in place, else found verbatim, else by parsing).
  * - Parquet: the kept rows are written with hyparquet-writer under the input's own schema and
  *   key-value metadata, one output row group per input row group at most.
  *
@@ -15,7 +16,8 @@
  * after the whole shard joined and verified: S3 outputs are spooled to a local file and then put in
  * one streaming PUT, local outputs stream into FileStorage's hidden temporary file that is linked
  * into place at the end (see `LineSink`), so an error leaves nothing under the output. Memory stays
- * bounded by one input chunk of lines (one row group for Parquet).
+ * bounded by one input chunk (1 MiB where the stream lets us choose), one 1 MiB output buffer per
+ * output and a block of manifest entries (one row group for Parquet).
  *
  * @example
  * ```ts

@@ -404,6 +404,41 @@ describe("materialize: JSON Lines byte for byte, whatever the lines look like", 
     }
   }
 
+  it("a shard of several read buffers (lines across buffer boundaries, one line longer than a buffer): byte for byte, plain and gzip", async () => {
+    // Reads are 1 MiB where the stream allows (a recycled buffer): lines that straddle reads, and
+    // one that spans two, must come out whole.
+    const big: string[] = [];
+    for (let i = 0; big.join("\n").length < 3_500_000; i++) {
+      const pad = i === 7 ? "x".repeat(1_500_000) : "y".repeat((i * 7919) % 20_000);
+      big.push(JSON.stringify({ id: `big-${i}`, text: pad, n: i }));
+    }
+    const entries = big.map((_, i) => ({ id: `big-${i}`, line: i + 1, keep: i % 3 !== 1 }));
+    const want = (keep: boolean) =>
+      big.filter((_, i) => entries[i].keep === keep).map((l) => l + "\n").join("");
+    for (const gz of [false, true]) {
+      const dir = `big-${gz ? "gz" : "plain"}`;
+      const body = big.join("\n") + "\n";
+      const manifest = await handManifest(
+        dir,
+        `file://${tmp}/${dir}/shard.jsonl${gz ? ".gz" : ""}`,
+        gz ? await gzip(body) : enc.encode(body),
+        entries,
+      );
+      const ext = gz ? ".jsonl.gz" : ".jsonl";
+      await materializeShard(storage, {
+        manifest,
+        output: `file://${tmp}/${dir}/out/kept${ext}`,
+        dropped: `file://${tmp}/${dir}/out/dropped${ext}`,
+      });
+      const read = async (name: string) => {
+        const b = await storage.readBytes(`file://${tmp}/${dir}/out/${name}${ext}`);
+        return text(gz ? await gunzip(b) : b);
+      };
+      expect(await read("kept")).toBe(want(true));
+      expect(await read("dropped")).toBe(want(false));
+    }
+  });
+
   it("a manifest that leaves the writer's spelling after the first block of entries: the rest read by readManifest, same output", async () => {
     const n = 6000;
     const shard = Array.from({ length: n }, (_, i) => `{"id":"r-${i}","text":"t${i}"}`).join("\n") +

@@ -5,6 +5,7 @@
  * skip; and a shard that is not the manifest's, a truncated shard, a manifest with a missing line
  * or an unknown version each fail clearly with nothing written under the outputs.
  */
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parquetMetadataAsync } from "hyparquet";
 import { createApp, type ScoringApp } from "../../functions/app.ts";
@@ -299,5 +300,189 @@ describe("materialize: bad input leaves nothing under the output", () => {
     expect(err).toBeInstanceOf(ManifestError);
     expect(err.message).toMatch(/does not start with a manifest v1 header: version/);
     expect(await listed(`file://${tmp}/bad-version/out/`)).toEqual([]);
+  });
+});
+
+describe("materialize: JSON Lines byte for byte, whatever the lines look like", () => {
+  const enc = new TextEncoder();
+  /** The shard's lines (without `\n`) and whether each has a manifest entry that keeps it. */
+  const lines: { text: string; id?: string; keep?: boolean }[] = [
+    { text: '{"id":"a","text":"ends in CR LF"}\r', id: "a", keep: true },
+    {
+      text: '{"id":"b","text":"an escaped \\n inside a string, and \\"quotes\\""}',
+      id: "b",
+      keep: true,
+    },
+    { text: '{"text":"the id comes last","id":"c"}', id: "c", keep: true },
+    { text: `{"id":"d","text":"${"long ".repeat(40_000)}"}`, id: "d", keep: true },
+    { text: '{"id":"é-ü\\u00e9","text":"a non-ASCII id with an escape"}', id: "é-üé", keep: false },
+    { text: "" },
+    { text: '{ "id" : "g" , "text":"spaced"}', id: "g", keep: true },
+    { text: '{"id":"h","text":"dropped"}', id: "h", keep: false },
+    { text: '{"id":"i","text":"kept, after a dropped one"}', id: "i", keep: true },
+    { text: '{"id":"j","text":"the last line has no newline"}', id: "j", keep: true },
+  ];
+  const shardText = lines.map((l) => l.text).join("\n");
+  const expected = (keep: boolean) =>
+    lines.filter((l) => l.id !== undefined && l.keep === keep)
+      .map((l) => l.text.replace(/\r$/, "") + "\n").join("");
+
+  /** A manifest for `bytes` at `shard`, entries written by `spell`, fields in the writer's order by default. */
+  async function handManifest(
+    dir: string,
+    shard: string,
+    bytes: Uint8Array,
+    entries: { id: string; line: number; keep: boolean }[],
+    spell: (e: { id: string; line: number; keep: boolean }, i: number) => string = (e) =>
+      JSON.stringify({ id: e.id, line: e.line, score: e.keep ? 0.75 : 0.25, keep: e.keep }),
+  ) {
+    await storage.write(shard, bytes);
+    const kept = entries.filter((e) => e.keep).length;
+    const header = {
+      kind: "datarater.manifest",
+      version: 1,
+      createdAt: new Date(0).toISOString(),
+      model: { uri: "hand", sha256: "0".repeat(64), format: "hand", maxLength: 1 },
+      input: {
+        uri: shard,
+        etag: null,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+        size: bytes.length,
+      },
+      fields: { id: "id", text: "text" },
+      onInvalid: "skip",
+      policy: { kind: "threshold", threshold: 0.5 },
+      threshold: 0.5,
+      counts: {
+        records: entries.length,
+        kept,
+        dropped: entries.length - kept,
+        skippedInvalid: 0,
+      },
+      invalid: [],
+      scores: { min: 0, max: 1, mean: 0.5, deciles: null, sampleSize: 0 },
+    };
+    const manifest = `file://${tmp}/${dir}/m.manifest.jsonl`;
+    await storage.write(
+      manifest,
+      [JSON.stringify(header), ...entries.map(spell)].join("\n") + "\n",
+    );
+    return manifest;
+  }
+
+  const entriesOf = () =>
+    lines.flatMap((l, i) => l.id === undefined ? [] : [{ id: l.id, line: i + 1, keep: l.keep! }]);
+
+  for (const gz of [false, true]) {
+    for (const spelling of ["the writer's", "another"] as const) {
+      it(`${gz ? "gzip" : "plain"}, manifest in ${spelling} spelling: CR LF, escapes, long lines, no final newline`, async () => {
+        const dir = `bytes-${gz ? "gz" : "plain"}-${spelling === "another" ? "other" : "writer"}`;
+        const bytes = gz ? await gzip(shardText) : enc.encode(shardText);
+        const manifest = await handManifest(
+          dir,
+          `file://${tmp}/${dir}/shard.jsonl${gz ? ".gz" : ""}`,
+          bytes,
+          entriesOf(),
+          spelling === "another"
+            ? (e) =>
+              `{"keep": ${e.keep}, "score": 0.5, "line": ${e.line}, "id": ${JSON.stringify(e.id)}}`
+            : undefined,
+        );
+        const r = await materializeShard(storage, {
+          manifest,
+          output: `file://${tmp}/${dir}/out/kept.jsonl${gz ? ".gz" : ""}`,
+          dropped: `file://${tmp}/${dir}/out/dropped.jsonl${gz ? ".gz" : ""}`,
+        });
+        expect([r.kept, r.droppedRecords]).toEqual([7, 2]);
+        const read = async (name: string) => {
+          const b = await storage.readBytes(`file://${tmp}/${dir}/out/${name}${gz ? ".gz" : ""}`);
+          return text(gz ? await gunzip(b) : b);
+        };
+        expect(await read("kept.jsonl")).toBe(expected(true));
+        expect(await read("dropped.jsonl")).toBe(expected(false));
+      });
+    }
+  }
+
+  it("a shard of several read buffers (lines across buffer boundaries, one line longer than a buffer): byte for byte, plain and gzip", async () => {
+    // Reads are 1 MiB where the stream allows (a recycled buffer): lines that straddle reads, and
+    // one that spans two, must come out whole.
+    const big: string[] = [];
+    for (let i = 0; big.join("\n").length < 3_500_000; i++) {
+      const pad = i === 7 ? "x".repeat(1_500_000) : "y".repeat((i * 7919) % 20_000);
+      big.push(JSON.stringify({ id: `big-${i}`, text: pad, n: i }));
+    }
+    const entries = big.map((_, i) => ({ id: `big-${i}`, line: i + 1, keep: i % 3 !== 1 }));
+    const want = (keep: boolean) =>
+      big.filter((_, i) => entries[i].keep === keep).map((l) => l + "\n").join("");
+    for (const gz of [false, true]) {
+      const dir = `big-${gz ? "gz" : "plain"}`;
+      const body = big.join("\n") + "\n";
+      const manifest = await handManifest(
+        dir,
+        `file://${tmp}/${dir}/shard.jsonl${gz ? ".gz" : ""}`,
+        gz ? await gzip(body) : enc.encode(body),
+        entries,
+      );
+      const ext = gz ? ".jsonl.gz" : ".jsonl";
+      await materializeShard(storage, {
+        manifest,
+        output: `file://${tmp}/${dir}/out/kept${ext}`,
+        dropped: `file://${tmp}/${dir}/out/dropped${ext}`,
+      });
+      const read = async (name: string) => {
+        const b = await storage.readBytes(`file://${tmp}/${dir}/out/${name}${ext}`);
+        return text(gz ? await gunzip(b) : b);
+      };
+      expect(await read("kept")).toBe(want(true));
+      expect(await read("dropped")).toBe(want(false));
+    }
+  });
+
+  it("a manifest that leaves the writer's spelling after the first block of entries: the rest read by readManifest, same output", async () => {
+    const n = 6000;
+    const shard = Array.from({ length: n }, (_, i) => `{"id":"r-${i}","text":"t${i}"}`).join("\n") +
+      "\n";
+    const entries = Array.from(
+      { length: n },
+      (_, i) => ({ id: `r-${i}`, line: i + 1, keep: i % 3 !== 0 }),
+    );
+    const manifest = await handManifest(
+      "handover",
+      `file://${tmp}/handover/shard.jsonl`,
+      enc.encode(shard),
+      entries,
+      (e, i) =>
+        i === 5900
+          ? JSON.stringify({ keep: e.keep, id: e.id, line: e.line, score: 0.5, note: "extra" })
+          : JSON.stringify({ id: e.id, line: e.line, score: 0.5, keep: e.keep }),
+    );
+    const r = await materializeShard(storage, {
+      manifest,
+      output: `file://${tmp}/handover/out/kept.jsonl`,
+    });
+    expect(r.kept).toBe(entries.filter((e) => e.keep).length);
+    expect(await storage.readText(`file://${tmp}/handover/out/kept.jsonl`)).toBe(
+      entries.filter((e) => e.keep).map((e) => `{"id":"${e.id}","text":"t${e.line - 1}"}\n`).join(
+        "",
+      ),
+    );
+  });
+
+  it("an entry naming another id than its line holds (the shard's bytes unchanged): a mismatch naming both, nothing written", async () => {
+    const bytes = enc.encode(shardText);
+    const entries = entriesOf().map((e) => e.id === "i" ? { ...e, id: "not-i" } : e);
+    const shard = `file://${tmp}/wrong-id/shard.jsonl`;
+    const manifest = await handManifest("wrong-id", shard, bytes, entries);
+    const err = await materializeShard(storage, {
+      manifest,
+      output: `file://${tmp}/wrong-id/out/kept.jsonl`,
+      dropped: `file://${tmp}/wrong-id/out/dropped.jsonl`,
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(ManifestMismatchError);
+    expect(err.message).toContain(manifest);
+    expect(err.message).toContain(shard);
+    expect(err.message).toContain('entry for id "not-i" at line 9, shard has id "i" there');
+    expect(await listed(`file://${tmp}/wrong-id/out/`)).toEqual([]);
   });
 });

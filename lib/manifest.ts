@@ -31,7 +31,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { AGGREGATIONS } from "./windows.ts";
-import { readRecords, type RecordEntry, splitLines } from "./records.ts";
+import { readRecords, type RecordEntry, splitLineBlocks } from "./records.ts";
 import { NotFoundError, type Storage } from "./storage.ts";
 import { tempFileName } from "./tempfiles.ts";
 
@@ -401,21 +401,24 @@ export class ManifestSpool {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-async function* manifestLines(
+/** A manifest's non-empty lines as text, the lines of each chunk read in one array. */
+async function* manifestLineBlocks(
   storage: Storage,
   uri: string,
-): AsyncGenerator<[number, string]> {
+): AsyncGenerator<[number, string][]> {
   const decoder = new TextDecoder("utf-8", { fatal: true });
   const stream = await storage.read(uri);
-  for await (const [line, bytes] of splitLines(stream)) {
-    if (bytes.length === 0) continue;
-    let text: string;
-    try {
-      text = decoder.decode(bytes);
-    } catch {
-      throw new ManifestError(`${uri} line ${line} is not valid UTF-8`, uri);
+  for await (const block of splitLineBlocks(stream)) {
+    const out: [number, string][] = [];
+    for (const [line, bytes] of block) {
+      if (bytes.length === 0) continue;
+      try {
+        out.push([line, decoder.decode(bytes)]);
+      } catch {
+        throw new ManifestError(`${uri} line ${line} is not valid UTF-8`, uri);
+      }
     }
-    yield [line, text];
+    if (out.length) yield out;
   }
 }
 
@@ -440,14 +443,14 @@ export async function readManifestHeader(
   storage: Storage,
   uri: string,
 ): Promise<ManifestHeader> {
-  const lines = manifestLines(storage, uri);
+  const blocks = manifestLineBlocks(storage, uri);
   try {
-    const first = await lines.next();
+    const first = await blocks.next();
     if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
-    const [line, text] = first.value;
+    const [line, text] = first.value[0];
     return parseManifestHeader(parseJsonLine(uri, line, text), uri);
   } finally {
-    await lines.return(undefined); // cancels the rest of the download
+    await blocks.return(undefined); // cancels the rest of the download
   }
 }
 
@@ -521,26 +524,53 @@ export async function readManifest(
   storage: Storage,
   uri: string,
 ): Promise<{ header: ManifestHeader; entries: AsyncGenerator<ManifestEntry> }> {
-  const lines = manifestLines(storage, uri);
+  const { header, blocks } = await readManifestBlocks(storage, uri);
+  async function* entries(): AsyncGenerator<ManifestEntry> {
+    for await (const block of blocks) yield* block;
+  }
+  return { header, entries: entries() };
+}
+
+/**
+ * {@link readManifest} with the entries a block at a time (the lines of each chunk read), for a
+ * reader that does little per entry (materialising: one async step per entry costs more than
+ * copying a record).
+ */
+export async function readManifestBlocks(
+  storage: Storage,
+  uri: string,
+): Promise<{ header: ManifestHeader; blocks: AsyncGenerator<ManifestEntry[]> }> {
+  const lines = manifestLineBlocks(storage, uri);
   const first = await lines.next();
   if (first.done) throw new ManifestError(`${uri} is empty: expected a manifest header`, uri);
-  const header = parseManifestHeader(parseJsonLine(uri, first.value[0], first.value[1]), uri);
-  async function* entries(): AsyncGenerator<ManifestEntry> {
+  const [headerLine, headerText] = first.value[0];
+  const header = parseManifestHeader(parseJsonLine(uri, headerLine, headerText), uri);
+  async function* blocks(): AsyncGenerator<ManifestEntry[]> {
     let count = 0;
     let lastLine = 0;
-    try {
-      for await (const [line, text] of lines) {
-        const entry = parseManifestEntry(uri, line, parseJsonLine(uri, line, text));
-        if (entry.line <= lastLine) {
-          throw new ManifestError(
-            `${uri} line ${line}: entries are out of input order (shard line ${entry.line} after ${lastLine})`,
-            uri,
-          );
+    // A bad line ends the stream after the entries before it, as one entry at a time would.
+    async function* parse(lineBlock: [number, string][]): AsyncGenerator<ManifestEntry[]> {
+      const out: ManifestEntry[] = [];
+      try {
+        for (const [line, text] of lineBlock) {
+          const entry = parseManifestEntry(uri, line, parseJsonLine(uri, line, text));
+          if (entry.line <= lastLine) {
+            throw new ManifestError(
+              `${uri} line ${line}: entries are out of input order (shard line ${entry.line} after ${lastLine})`,
+              uri,
+            );
+          }
+          lastLine = entry.line;
+          out.push(entry);
         }
-        lastLine = entry.line;
-        count++;
-        yield entry;
+      } finally {
+        count += out.length;
+        if (out.length) yield out;
       }
+    }
+    try {
+      yield* parse(first.value.slice(1));
+      for await (const lineBlock of lines) yield* parse(lineBlock);
     } finally {
       await lines.return(undefined);
     }
@@ -551,7 +581,7 @@ export async function readManifest(
       );
     }
   }
-  return { header, entries: entries() };
+  return { header, blocks: blocks() };
 }
 
 /** Every entry of a manifest, in input order (streaming). */

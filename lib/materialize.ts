@@ -44,6 +44,7 @@ import {
   type ManifestHeader,
   ManifestMismatchError,
   readManifest,
+  readManifestBlocks,
   readManifestHeader,
 } from "./manifest.ts";
 import { rangedFile, startsWithParquetMagic } from "./parquet.ts";
@@ -458,7 +459,7 @@ export async function materializeShard(
       const chunks = isGzip ? gunzipChunks(shardChunks(false)) : shardChunks(true);
       await joinJsonl(
         header,
-        manifestEntryBlocks(storage, options.manifest, header),
+        (await readManifestBlocks(storage, options.manifest)).blocks,
         chunks,
         kept,
         dropped,
@@ -484,145 +485,6 @@ export async function materializeShard(
     for (const sink of sinks) await sink.dispose();
     for (const p of tmpPaths) await Deno.remove(p).catch(() => {});
   }
-}
-
-/** Manifest entries per block handed to the join (one async step per block, not per entry). */
-const ENTRY_BLOCK = 4096;
-
-/**
- * An entry line as ManifestSpool writes it (`JSON.stringify` of id, line, score, keep), where the
- * captures are exactly what JSON.parse would give: an id without escapes or control characters
- * (`[ !#-[\]-\uffff]`: not `"`, `\`, below U+0020), a safe integer line, a JSON number, a boolean.
- */
-const ENTRY_LINE =
-  /\{"id":"([ !#-\[\]-\uffff]*)","line":([1-9]\d{0,14}),"score":(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?),"keep":(true|false)\}\r?\n/g;
-
-/**
- * The manifest's entries in blocks, for the JSON Lines join. `readManifest`'s entry stream costs
- * several microseconds an entry in async generator steps (more than copying the record), so the
- * common case is read here: the text split into lines per chunk, each line `JSON.parse`d and
- * checked exactly as `parseManifestEntry` (lib/manifest.ts) checks its fast case, in input order,
- * and the count checked against the header. At the first line this reader does not accept for
- * certain (any other shape, bad UTF-8, order, count), it hands over to `readManifest`, the one
- * definition of a valid manifest, which re-reads from the start, skips the entries already given
- * (the same ones: same parse, same check) and yields or throws as it decides.
- */
-async function* manifestEntryBlocks(
-  storage: Storage,
-  uri: string,
-  header: ManifestHeader,
-): AsyncGenerator<ManifestEntry[]> {
-  let given = 0;
-  const fast = async function* (): AsyncGenerator<ManifestEntry[], boolean> {
-    const decoder = new TextDecoder("utf-8", { fatal: true });
-    let carry = "";
-    let headerSeen = false;
-    let lastLine = 0;
-    let block: ManifestEntry[] = [];
-    const push = (id: string, line: number, score: number, keep: boolean): boolean => {
-      if (line <= lastLine) return false;
-      lastLine = line;
-      block.push({ id, line, score, keep });
-      return true;
-    };
-    // One line, parsed as JSON.
-    const take = (text: string): boolean => {
-      if (text.endsWith("\r")) text = text.slice(0, -1);
-      if (!text) return true;
-      let v: Record<string, unknown> | null;
-      try {
-        v = JSON.parse(text);
-      } catch {
-        return false;
-      }
-      return v !== null && typeof v === "object" && typeof v.id === "string" &&
-        Number.isInteger(v.line) && typeof v.score === "number" && typeof v.keep === "boolean" &&
-        Object.keys(v).length === 4 && push(v.id, v.line as number, v.score, v.keep);
-    };
-    // Whole lines (`text` ends with `\n`) from `pos`: the writer's own spelling (ManifestSpool in
-    // lib/manifest.ts) is matched by ENTRY_LINE, a few times faster than JSON.parse; any other
-    // line goes through `take`.
-    const scan = (text: string, pos: number): boolean => {
-      const re = ENTRY_LINE;
-      while (pos < text.length) {
-        re.lastIndex = pos;
-        const m = re.exec(text);
-        const next = m ? m.index : text.length;
-        while (pos < next) {
-          const nl = text.indexOf("\n", pos);
-          if (!take(text.slice(pos, nl))) return false;
-          pos = nl + 1;
-        }
-        if (!m || pos !== m.index) continue; // none left, or it began inside a line taken above
-        if (!push(m[1], +m[2], +m[3], m[4] === "true")) return false;
-        pos = re.lastIndex;
-      }
-      return true;
-    };
-    const stream = await storage.read(uri);
-    try {
-      for await (const chunk of stream) {
-        let text: string;
-        try {
-          text = carry + decoder.decode(chunk, { stream: true });
-        } catch {
-          return false;
-        }
-        const cut = text.lastIndexOf("\n") + 1;
-        carry = text.slice(cut);
-        let pos = 0;
-        if (!headerSeen) {
-          // The header, parsed by readManifest already.
-          pos = text.indexOf("\n") + 1;
-          if (pos === 0) continue;
-          headerSeen = true;
-        }
-        if (!scan(text.slice(0, cut), pos)) return false;
-        if (block.length >= ENTRY_BLOCK) {
-          given += block.length;
-          yield block;
-          block = [];
-        }
-      }
-      try {
-        carry += decoder.decode();
-      } catch {
-        return false;
-      }
-      if (!headerSeen || !take(carry)) return false;
-      if (given + block.length !== header.counts.records) return false;
-      given += block.length;
-      if (block.length) yield block;
-      return true;
-    } finally {
-      await stream.cancel().catch(() => {});
-    }
-  };
-  const blocks = fast();
-  try {
-    for (;;) {
-      const n = await blocks.next();
-      if (n.done) {
-        if (n.value) return;
-        break;
-      }
-      yield n.value;
-    }
-  } finally {
-    await blocks.return(true); // a consumer that stops early: the manifest's stream is closed
-  }
-  const { entries } = await readManifest(storage, uri);
-  let seen = 0;
-  let block: ManifestEntry[] = [];
-  for await (const entry of entries) {
-    if (seen++ < given) continue;
-    block.push(entry);
-    if (block.length >= ENTRY_BLOCK) {
-      yield block;
-      block = [];
-    }
-  }
-  if (block.length) yield block;
 }
 
 /**
@@ -984,7 +846,7 @@ export async function materialize(
     while (next < manifests.length) {
       const manifest = manifests[next++];
       // The header names the shard, which decides the output's extension.
-      const { header, entries } = await readManifest(storage, manifest);
+      const header = await readManifestHeader(storage, manifest);
       const shard = header.input.uri;
       const out = materializedUriFor(manifest, options.manifests, options.output, shard);
       const dropped = options.dropped

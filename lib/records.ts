@@ -242,9 +242,38 @@ export async function* splitLines(
   maxLineBytes = 64 << 20,
   options: SplitLinesOptions = {},
 ): AsyncGenerator<[number, Uint8Array]> {
-  for await (const [line, parts, length] of splitLineParts(stream, maxLineBytes, options)) {
-    yield [line, trimCr(parts.length === 1 ? parts[0] : concatBytes(parts, length))];
+  for await (const block of splitLineBlocks(stream, maxLineBytes, options)) yield* block;
+}
+
+/**
+ * {@link splitLines} a chunk at a time: the lines each chunk of the stream completes, in one array
+ * (one async step per chunk instead of one per line, which costs more than parsing a short line).
+ */
+export async function* splitLineBlocks(
+  stream: ReadableStream<Uint8Array>,
+  maxLineBytes = 64 << 20,
+  options: SplitLinesOptions = {},
+): AsyncGenerator<[number, Uint8Array][]> {
+  for await (const block of splitLinePartBlocks(stream, maxLineBytes)) {
+    let lines: [number, Uint8Array][] = [];
+    for (const item of block) {
+      if (item instanceof RecordError) {
+        // The lines before it first, so a caller sees lines and skips in input order.
+        if (lines.length) yield lines;
+        lines = [];
+        tooLong(item, options);
+      } else {
+        const [line, parts, length] = item;
+        lines.push([line, trimCr(parts.length === 1 ? parts[0] : concatBytes(parts, length))]);
+      }
+    }
+    if (lines.length) yield lines;
   }
+}
+
+function tooLong(error: RecordError, options: SplitLinesOptions): void {
+  if (!options.onTooLong) throw error;
+  options.onTooLong(error);
 }
 
 /**
@@ -258,19 +287,35 @@ async function* splitLineParts(
   maxLineBytes: number,
   options: SplitLinesOptions,
 ): AsyncGenerator<[number, Uint8Array[], number]> {
+  for await (const block of splitLinePartBlocks(stream, maxLineBytes)) {
+    for (const item of block) {
+      if (item instanceof RecordError) tooLong(item, options);
+      else yield item;
+    }
+  }
+}
+
+/**
+ * {@link splitLineParts}, the lines each chunk completes in one array; a line over `maxLineBytes`
+ * is an error in its place (its bytes are discarded as they arrive, never buffered), for the
+ * caller to throw or skip.
+ */
+async function* splitLinePartBlocks(
+  stream: ReadableStream<Uint8Array>,
+  maxLineBytes: number,
+): AsyncGenerator<([number, Uint8Array[], number] | RecordError)[]> {
   let carry: Uint8Array[] = [];
   let carryLength = 0;
   let line = 0;
   // True while the rest of an over-long line is being discarded.
   let skipping = false;
-  const tooLong = (n: number) => {
-    const error = new RecordError(n, "line-too-long", `line longer than ${maxLineBytes} bytes`);
-    if (!options.onTooLong) throw error;
-    options.onTooLong(error);
-    carry = [];
-    carryLength = 0;
-  };
   for await (const chunk of stream) {
+    const block: ([number, Uint8Array[], number] | RecordError)[] = [];
+    const tooLong = (n: number) => {
+      block.push(new RecordError(n, "line-too-long", `line longer than ${maxLineBytes} bytes`));
+      carry = [];
+      carryLength = 0;
+    };
     let start = 0;
     for (
       let nl = chunk.indexOf(0x0a, start);
@@ -295,9 +340,9 @@ async function* splitLineParts(
         const length = carryLength + last.length;
         carry = [];
         carryLength = 0;
-        yield [line, parts, length];
+        block.push([line, parts, length]);
       } else {
-        yield [line, [last], last.length];
+        block.push([line, [last], last.length]);
       }
       start = nl + 1;
     }
@@ -305,14 +350,15 @@ async function* splitLineParts(
       if (carryLength + chunk.length - start > maxLineBytes) {
         tooLong(line + 1);
         skipping = true;
-        continue;
+      } else {
+        // Copy: the stream may reuse its buffer.
+        carry.push(chunk.slice(start));
+        carryLength += chunk.length - start;
       }
-      // Copy: the stream may reuse its buffer.
-      carry.push(chunk.slice(start));
-      carryLength += chunk.length - start;
     }
+    if (block.length) yield block;
   }
-  if (carryLength) yield [line + 1, carry, carryLength];
+  if (carryLength) yield [[line + 1, carry, carryLength]];
 }
 
 const decoder = new TextDecoder("utf-8");

@@ -12,6 +12,8 @@
  *   figure for PyTorch on these CPUs is about 1.2 s.
  * - `meta-step-default`: the default config (transformer rater, 8 inner models, Adam), one thread.
  * - `meta-step-default-2-workers`: the same with the population over 2 Web Workers.
+ * - `meta-step-demo`: the default demo preset's meta-training (`evaluation/presets.ts`: patched
+ *   transformer rater, population 4, batches 32, its 2 workers), the step the demo's time is made of.
  *
  * `peakRssMiB` is the process's peak resident set (VmHWM) after the figure's run.
  *
@@ -21,6 +23,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { benchMetaStep as bench, REFERENCE_STEP } from "./lib/meta-step-bench.ts";
+import { PRESETS } from "../../evaluation/presets.ts";
 
 const quick = Deno.args.includes("--quick");
 
@@ -110,4 +113,7 @@ console.log(
   JSON.stringify(
     await bench("meta-step-default-2-workers", { backend: "wasm", workers: 2 }, 1, quick ? 1 : 3),
   ),
+);
+console.log(
+  JSON.stringify(await bench("meta-step-demo", PRESETS.default.metaTraining, 1, quick ? 1 : 3)),
 );

@@ -601,6 +601,10 @@ export async function* keptIds(storage: Storage, uri: string): AsyncGenerator<st
 /** A kept record with its manifest entry. */
 export interface KeptRecord extends RecordEntry {
   score: number;
+  /** The entry's window scores `[start, end, score]` (byte offsets into `text`), when it has them. */
+  spans?: Span[];
+  /** Set when the scorer rated only the record's first `scoring.cap` bytes. */
+  truncated?: true;
 }
 
 /** Options for {@link keptRecords}. */
@@ -676,7 +680,12 @@ export async function* keptRecords(
     );
   try {
     for await (const [entry, record] of joinEntries(entries, records, mismatch)) {
-      if (entry.keep) yield { ...record, score: entry.score };
+      if (!entry.keep) continue;
+      // Spans too, so a trainer that packs sequences can drop a bad window of a kept record.
+      const kept: KeptRecord = { ...record, score: entry.score };
+      if (entry.spans) kept.spans = entry.spans;
+      if (entry.truncated) kept.truncated = true;
+      yield kept;
     }
     if (hashed) {
       for await (const _ of records) { /* drain so the whole shard is hashed */ }

@@ -214,6 +214,20 @@ describe("manifest reader", () => {
     ]);
   });
 
+  it("keptRecords passes on each kept entry's spans and truncation, and nothing for entries without", async () => {
+    const spans: [number, number, number][] = [[0, 3, 0.75], [3, 5, -0.5]];
+    const { manifest } = await writeShardAndManifest("spans", shardText, [
+      { ...entries[0], spans, truncated: true },
+      ...entries.slice(1),
+    ]);
+    const kept = await Array.fromAsync(keptRecords(storage, manifest));
+    expect(kept.map((r) => [r.id, r.spans, r.truncated])).toEqual([
+      ["a", spans, true],
+      ["c", undefined, undefined],
+    ]);
+    expect("spans" in kept[1]).toBe(false);
+  });
+
   it("keptRecords reads gzip shards and skips lines the scorer skipped", async () => {
     const text = [
       JSON.stringify({ id: "a", text: "alpha" }),

@@ -26,12 +26,14 @@
  * }
  * ```
  */
+import { isUtf8 } from "node:buffer";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { AGGREGATIONS } from "./windows.ts";
-import { readRecords, type RecordEntry, splitLineBlocks } from "./records.ts";
+import { concatBytes } from "./bytes.ts";
+import { readRecords, type RecordEntry } from "./records.ts";
 import { NotFoundError, type Storage } from "./storage.ts";
 import { tempFileName } from "./tempfiles.ts";
 
@@ -401,23 +403,69 @@ export class ManifestSpool {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-/** A manifest's non-empty lines as text, the lines of each chunk read in one array. */
+/** The longest manifest line read: an entry's spans for a 1 MiB record take a few hundred KB. */
+const MAX_MANIFEST_LINE_BYTES = 64 << 20;
+const utf8 = new TextDecoder("utf-8");
+
+/**
+ * A manifest's non-empty lines as text (a trailing `\r` dropped), the lines each chunk completes in
+ * one array. The complete lines of a chunk are checked and decoded in one call and split as text:
+ * a decoder call per line cost as much as parsing the entries.
+ */
 async function* manifestLineBlocks(
   storage: Storage,
   uri: string,
 ): AsyncGenerator<[number, string][]> {
-  const decoder = new TextDecoder("utf-8", { fatal: true });
   const stream = await storage.read(uri);
-  for await (const block of splitLineBlocks(stream)) {
-    const out: [number, string][] = [];
-    for (const [line, bytes] of block) {
-      if (bytes.length === 0) continue;
-      try {
-        out.push([line, decoder.decode(bytes)]);
-      } catch {
-        throw new ManifestError(`${uri} line ${line} is not valid UTF-8`, uri);
+  let line = 0;
+  let carry: Uint8Array[] = [];
+  let carryLength = 0;
+  /** `bytes`: whole lines, each ending with `\n` unless `last`. */
+  const decodeLines = (bytes: Uint8Array, last: boolean): [number, string][] => {
+    if (!isUtf8(bytes)) {
+      for (let start = 0, n = line + 1;; n++) {
+        const nl = bytes.indexOf(0x0a, start);
+        const end = nl < 0 ? bytes.length : nl;
+        if (!isUtf8(bytes.subarray(start, end))) {
+          throw new ManifestError(`${uri} line ${n} is not valid UTF-8`, uri);
+        }
+        start = end + 1;
       }
     }
+    const texts = utf8.decode(bytes).split("\n");
+    if (!last) texts.pop(); // the empty text after the final `\n`
+    const out: [number, string][] = [];
+    for (let text of texts) {
+      line++;
+      if (text.endsWith("\r")) text = text.slice(0, -1);
+      if (text) out.push([line, text]);
+    }
+    return out;
+  };
+  for await (const chunk of stream) {
+    const nl = chunk.lastIndexOf(0x0a);
+    const tail = nl < 0 ? chunk : chunk.subarray(nl + 1);
+    if (nl >= 0) {
+      const head = chunk.subarray(0, nl + 1);
+      const whole = carryLength ? concatBytes([...carry, head], carryLength + head.length) : head;
+      carry = [];
+      carryLength = 0;
+      const out = decodeLines(whole, false);
+      if (out.length) yield out;
+    }
+    if (tail.length) {
+      carry.push(tail.slice()); // a copy: the stream may reuse its buffer
+      carryLength += tail.length;
+      if (carryLength > MAX_MANIFEST_LINE_BYTES) {
+        throw new ManifestError(
+          `${uri} line ${line + 1} is longer than ${MAX_MANIFEST_LINE_BYTES} bytes`,
+          uri,
+        );
+      }
+    }
+  }
+  if (carryLength) {
+    const out = decodeLines(concatBytes(carry, carryLength), true);
     if (out.length) yield out;
   }
 }

@@ -309,6 +309,43 @@ describe("manifest reader", () => {
     expect(readHeader.counts.records).toBe(2);
   });
 
+  it("lines are read the same however the stream cuts them: CRLF, blank lines, UTF-8 across chunks, no final newline", async () => {
+    // Every chunk 5 bytes: lines, `\r\n` pairs and multi-byte characters all straddle chunks.
+    class Chunked extends MemoryStorage {
+      override async read(uri: string): Promise<ReadableStream<Uint8Array>> {
+        const bytes = await this.readBytes(uri);
+        let at = 0;
+        return new ReadableStream({
+          pull(controller) {
+            if (at >= bytes.length) return controller.close();
+            controller.enqueue(bytes.slice(at, at += 5));
+          },
+        });
+      }
+    }
+    const chunked = new Chunked();
+    const uni: ManifestEntry[] = [
+      { id: "é-1", line: 1, score: 0.5, keep: true },
+      { id: "日本-2", line: 3, score: 0.25, keep: false },
+      { id: "🙂-3", line: 4, score: 0.75, keep: true },
+    ];
+    const h = header({ counts: { records: 3, kept: 2, dropped: 1, skippedInvalid: 0 } });
+    const text = [h, ...uni].map((x) => JSON.stringify(x)).join("\r\n\n");
+    await chunked.write("s3://bkt/m.manifest.jsonl", text);
+    const read = await readManifest(chunked, "s3://bkt/m.manifest.jsonl");
+    expect(read.header).toEqual(h);
+    expect(await Array.fromAsync(read.entries)).toEqual(uni);
+    // A line that is not UTF-8 is named by its line number (blank lines count), wherever it sits.
+    const bad = new TextEncoder().encode(text);
+    const at = bad.indexOf(0xe6); // the first byte of 日
+    await chunked.write(
+      "s3://bkt/bad.manifest.jsonl",
+      Uint8Array.of(...bad.subarray(0, at), 0xff, ...bad.subarray(at + 1)),
+    );
+    await expect(Array.fromAsync(readManifestEntries(chunked, "s3://bkt/bad.manifest.jsonl")))
+      .rejects.toThrowError(/line 5 is not valid UTF-8/);
+  });
+
   it("an empty object is not a manifest", async () => {
     const empty = `file://${dir}/empty.manifest.jsonl`;
     await storage.write(empty, "");

@@ -50,6 +50,21 @@ test("reads plain and gzip JSON Lines alike (gzip detected by magic bytes)", asy
   expect(gz[1].record.source).toBe("x");
 });
 
+test("a gzip shard of several members (cat a.gz b.gz) reads as one, cut anywhere", async () => {
+  const a = await encodeJsonlGz([{ id: "a", text: "one" }]);
+  const b = await encodeJsonlGz([{ id: "b", text: "two" }, { id: "c", text: "three" }]);
+  const both = Uint8Array.of(...a, ...b);
+  // One byte per chunk: member boundaries and headers straddle chunks.
+  const got = await Array.fromAsync(
+    readRecords(storage, streamOf(...Array.from(both, (x) => Uint8Array.of(x)))),
+  );
+  expect(got.map((r) => [r.line, r.id, r.text])).toEqual([
+    [1, "a", "one"],
+    [2, "b", "two"],
+    [3, "c", "three"],
+  ]);
+});
+
 test("joins lines split across chunks and strips CRLF", async () => {
   const lines = await Array.fromAsync(
     splitLines(streamOf('{"id":1,', '"text":"a"}\r\n{"id"', ':2,"text":"b"}')),

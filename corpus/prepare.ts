@@ -607,17 +607,31 @@ export function damageDocument(d: ProseDocument, place: DamagePlace, rng: Rng): 
     if (tries === 64) throw new Error(`${c.kind} at ${level} leaves ${documentId(d)} unchanged`);
     damaged = c.apply(span, rng, level);
   }
+  return spliced(d, s, e, damaged, { group: "corrupt", kind: c.kind, noise: level, place });
+}
+
+/**
+ * The record made of document `d` with `text[s, e)` replaced by `replacement`: `damage` is where the
+ * replacement sits, in UTF-8 bytes of the result; `position` is `head` or `body` as `place` says.
+ */
+function spliced(
+  d: ProseDocument,
+  s: number,
+  e: number,
+  replacement: string,
+  how: { group: "corrupt" | "unseen"; kind: string; noise: number; place: DamagePlace },
+): CorpusRecord {
   const prefix = d.text.slice(0, s);
   const start = utf8Length(prefix);
   return {
-    id: `${documentId(d)}~${c.kind}`,
-    text: prefix + damaged + d.text.slice(e),
-    source: `corrupt/${c.kind}`,
-    kind: c.kind,
-    noise: level,
+    id: `${documentId(d)}~${how.kind}`,
+    text: prefix + replacement + d.text.slice(e),
+    source: `${how.group}/${how.kind}`,
+    kind: how.kind,
+    noise: how.noise,
     origin: d.doc,
-    damage: { start, end: start + utf8Length(damaged) },
-    position: place === "head" ? "head" : "body",
+    damage: { start, end: start + utf8Length(replacement) },
+    position: how.place === "head" ? "head" : "body",
   };
 }
 
@@ -750,17 +764,7 @@ export function insertJunk(
     if (candidates.length > 0) at = candidates[rng.int(candidates.length)];
   }
   const inserted = at === d.text.length ? "\n\n" + block : block + "\n\n";
-  const start = utf8Length(d.text.slice(0, at));
-  return {
-    id: `${documentId(d)}~${kind.kind}`,
-    text: d.text.slice(0, at) + inserted + d.text.slice(at),
-    source: `unseen/${kind.kind}`,
-    kind: kind.kind,
-    noise: 1,
-    origin: d.doc,
-    damage: { start, end: start + utf8Length(inserted) },
-    position: place === "head" ? "head" : "body",
-  };
+  return spliced(d, at, at, inserted, { group: "unseen", kind: kind.kind, noise: 1, place });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
  */
 import { expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
-import { parseTrainConfig, type RaterConfig } from "../../lib/config.ts";
+import type { RaterConfig } from "../../lib/config.ts";
 import { FileStorage } from "../../lib/storage.ts";
 import { aggregateScores, DEFAULT_SCORE_CAP_BYTES, windowSpans } from "../../lib/windows.ts";
 import { datasetFromTexts } from "../../training/data.ts";
@@ -15,7 +15,7 @@ import { disposeParams, type ParamArrays, toTensors } from "../../training/param
 import { raterScores } from "../../training/rater.ts";
 import { Rng } from "../../training/rng.ts";
 import { train } from "../../training/trainer.ts";
-import { cleanText, rocAuc } from "./toy.ts";
+import { cleanText, rocAuc, tinyTrainConfig } from "./toy.ts";
 
 const storage = new FileStorage();
 const seqLen = 32;
@@ -84,26 +84,14 @@ async function recordScores(
 async function trainRater(window: "random" | "head") {
   const output = await Deno.makeTempDir({ prefix: "body-junk-" });
   try {
-    const config = parseTrainConfig({
-      data: { train: "unused", heldout: "unused", window },
+    const config = tinyTrainConfig({
       output,
       seqLen,
-      rater: { kind: "mlp", dModel: 16, hidden: 32 },
-      inner: { dModel: 16, layers: 1, heads: 2, ffn: 32, lr: 1e-2 },
-      meta: {
-        steps: 20,
-        population: 1,
-        resetEvery: 30,
-        lr: 1e-2,
-        warmupSteps: 5,
-        innerBatch: 16,
-        outerBatch: 16,
-        clipNorm: 1,
-        weightDecay: 0,
-        paramEma: 0.9,
-      },
-      backend: "wasm",
-      checkpointEvery: 1000,
+      steps: 20,
+      population: 1,
+      resetEvery: 30,
+      warmupSteps: 5,
+      window,
     });
     const rng = new Rng(3);
     const heldout = Array.from({ length: 100 }, () => cleanText(rng, HEAD_CHARS + BODY_CHARS));

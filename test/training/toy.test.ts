@@ -5,12 +5,11 @@
  */
 import { expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
-import { parseTrainConfig } from "../../lib/config.ts";
 import { datasetFromTexts } from "../../training/data.ts";
 import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
 import { train } from "../../training/trainer.ts";
-import { rocAuc, spearman, toyCorpus } from "./toy.ts";
+import { rocAuc, spearman, tinyTrainConfig, toyCorpus } from "./toy.ts";
 import { FileStorage } from "../../lib/storage.ts";
 
 const storage = new FileStorage();
@@ -18,26 +17,13 @@ const storage = new FileStorage();
 it("learns to score noisier records lower (AUC ≥ 0.9, Spearman ≤ −0.8 on unseen records)", async () => {
   const seqLen = 32;
   const output = await Deno.makeTempDir({ prefix: "toy-" });
-  const config = parseTrainConfig({
-    data: { train: "unused", heldout: "unused" },
+  const config = tinyTrainConfig({
     output,
     seqLen,
-    rater: { kind: "mlp", dModel: 16, hidden: 32 },
-    inner: { dModel: 16, layers: 1, heads: 2, ffn: 32, lr: 1e-2 },
-    meta: {
-      steps: 60,
-      population: 2,
-      resetEvery: 40,
-      lr: 1e-2,
-      warmupSteps: 10,
-      innerBatch: 16,
-      outerBatch: 16,
-      clipNorm: 1,
-      weightDecay: 0,
-      paramEma: 0.9,
-    },
-    backend: "wasm",
-    checkpointEvery: 1000,
+    steps: 60,
+    population: 2,
+    resetEvery: 40,
+    warmupSteps: 10,
   });
   const corpus = toyCorpus(1, 500, 200, seqLen);
   const result = await train(storage, config, {

@@ -3,6 +3,7 @@
  * set where records are corrupted at known noise levels (each character replaced, with
  * probability = level, by a random byte-range character), and a clean held-out set.
  */
+import { parseTrainConfig, type TrainConfig } from "../../lib/config.ts";
 import { Rng } from "../../training/rng.ts";
 
 const WORDS = (
@@ -74,4 +75,40 @@ export function spearman(a: number[], b: number[]): number {
     db += (rb[i] - mb) ** 2;
   }
   return num / Math.sqrt(da * db);
+}
+
+/**
+ * The tiny trainer config the toy tests share: MLP rater (d16, 32 hidden), one-layer inner LM
+ * (d16, 2 heads), SGD lr 1e-2, batches 16, WASM; what varies is the run's length and data window.
+ */
+export function tinyTrainConfig(o: {
+  output: string;
+  seqLen: number;
+  steps: number;
+  population: number;
+  resetEvery: number;
+  warmupSteps: number;
+  window?: "random" | "head";
+}): TrainConfig {
+  return parseTrainConfig({
+    data: { train: "unused", heldout: "unused", ...(o.window ? { window: o.window } : {}) },
+    output: o.output,
+    seqLen: o.seqLen,
+    rater: { kind: "mlp", dModel: 16, hidden: 32 },
+    inner: { dModel: 16, layers: 1, heads: 2, ffn: 32, lr: 1e-2 },
+    meta: {
+      steps: o.steps,
+      population: o.population,
+      resetEvery: o.resetEvery,
+      lr: 1e-2,
+      warmupSteps: o.warmupSteps,
+      innerBatch: 16,
+      outerBatch: 16,
+      clipNorm: 1,
+      weightDecay: 0,
+      paramEma: 0.9,
+    },
+    backend: "wasm",
+    checkpointEvery: 1000,
+  });
 }

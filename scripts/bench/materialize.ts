@@ -14,6 +14,8 @@
  * decompress + recompress copy (node:zlib, the same level as materialisation's), what any filter
  * of a gzip shard must at least do (`recompressMBps`, `ratioRecompress`), and materialisation with
  * two shards at once (`materializeMBps2`, `ratio2`; everything else runs one stream at a time).
+ * Before the `plain` line, `materialize-parts` times what any join must do besides copying
+ * (read, find line ends, hash, parse the manifest), each alone on the same shards.
  * Stores: `file` (local files: the copy runs at page-cache speed, several
  * GB/s, a bar no per-line join in JavaScript reaches) and `s3` (the local S3 server of
  * lib/s3-server.ts over loopback: the real wire protocol, as production reads and writes S3).
@@ -23,7 +25,12 @@ import { parseArgs } from "node:util";
 import { Duplex } from "node:stream";
 import { createGunzip, createGzip } from "node:zlib";
 import { DEFAULT_GZIP_LEVEL, materialize } from "../../lib/materialize.ts";
-import { MANIFEST_KIND, MANIFEST_VERSION, type ManifestHeader } from "../../lib/manifest.ts";
+import {
+  MANIFEST_KIND,
+  MANIFEST_VERSION,
+  type ManifestHeader,
+  readManifestBlocks,
+} from "../../lib/manifest.ts";
 import { gzip } from "../../lib/records.ts";
 import { startS3Server } from "../../lib/s3-server.ts";
 import { createStorage, FileStorage, type Storage } from "../../lib/storage.ts";
@@ -142,6 +149,76 @@ async function recompressAll(name: string): Promise<{ bytes: number; seconds: nu
   return { bytes, seconds: (performance.now() - t0) / 1000 };
 }
 
+/**
+ * What any join of a JSON Lines shard with its manifest must do besides copying, timed alone on
+ * the same shards (best of `rounds`): read the shard's bytes into JavaScript, find every line end,
+ * hash every byte (when no ETag vouches for them) and parse every manifest entry. Beside the
+ * copy's time, it says how close a join written in JavaScript can come to the copy at all.
+ */
+async function partsOf(store: string, name: string, copySeconds: number) {
+  const best: Record<string, number> = {};
+  const time = async (key: string, f: () => Promise<unknown>) => {
+    const t0 = performance.now();
+    await f();
+    best[key] = Math.min(best[key] ?? Infinity, performance.now() - t0);
+  };
+  const shards = await Array.fromAsync(storage.list(`${root}/${name}/shards/`));
+  const manifests = await Array.fromAsync(storage.list(`${root}/${name}/m/`));
+  let entries = 0;
+  for (let round = 1; round <= rounds; round++) {
+    // Read as materialisation reads: into one recycled 1 MiB buffer where the stream allows it.
+    await time("readMs", async () => {
+      let buffer = new Uint8Array(1 << 20);
+      for (const o of shards) {
+        const body = await storage.read(o.uri);
+        let byob: ReadableStreamBYOBReader | null = null;
+        try {
+          byob = body.getReader({ mode: "byob" });
+        } catch {
+          for await (const _ of body) { /* S3: the stream's own chunks */ }
+          continue;
+        }
+        for (;;) {
+          const { value, done } = await byob.read(new Uint8Array(buffer.buffer));
+          if (value) buffer = new Uint8Array(value.buffer);
+          if (done) break;
+        }
+      }
+    });
+    const chunks: Uint8Array[] = [];
+    for (const o of shards) for await (const c of await storage.read(o.uri)) chunks.push(c);
+    await time("newlineScanMs", async () => {
+      let lines = 0;
+      for (const c of chunks) {
+        for (let i = c.indexOf(0x0a); i >= 0; i = c.indexOf(0x0a, i + 1)) lines++;
+      }
+      return lines;
+    });
+    await time("sha256Ms", async () => {
+      const h = createHash("sha256");
+      for (const c of chunks) h.update(c);
+      return h.digest("hex");
+    });
+    await time("manifestMs", async () => {
+      entries = 0;
+      for (const o of manifests) {
+        for await (const b of (await readManifestBlocks(storage, o.uri)).blocks) {
+          entries += b.length;
+        }
+      }
+    });
+  }
+  const round1 = (x: number) => Math.round(x * 10) / 10;
+  console.log(JSON.stringify({
+    bench: "materialize-parts",
+    store,
+    case: name,
+    copyMs: round1(copySeconds * 1000),
+    ...Object.fromEntries(Object.entries(best).map(([k, v]) => [k, round1(v)])),
+    manifestEntries: entries,
+  }));
+}
+
 async function runStore(store: string) {
   for (const kind of ["plain", "plain-sha256", "gzip"] as const) {
     await writeCase(kind, kind);
@@ -207,6 +284,7 @@ async function runStore(store: string) {
         ratio2Recompress: round2(materializeMBps2 / recompressMBps),
       });
     }
+    if (kind === "plain") await partsOf(store, kind, Math.min(...copies.map((c) => c.seconds)));
     console.log(JSON.stringify({
       bench: "materialize",
       store,

@@ -95,7 +95,7 @@ const QUICK_DOWNSTREAM: DownstreamConfig = {
  * a time; mostly process start-up and loading) of the 6 min 30 s run of 2026-11-30 ≈ 8.6 min, plus
  * two meta-trainings of about 22 s each. Measured 2026-11-30 under this protocol on the shared
  * machine with a load average of 4-11 from other work: 15 min 12 s (meta-training 240 s, 61 runs
- * 642 s); not yet measured on idle cores.
+ * 642 s). On the document corpus on idle cores, 2026-12-01: 7 min 55 s.
  */
 const QUICK: DemoPreset = {
   name: "quick",

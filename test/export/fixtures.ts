@@ -9,6 +9,7 @@ import type { RaterConfig } from "../../lib/config.ts";
 import { RaterConfigSchema } from "../../lib/config.ts";
 import type { ParamArrays } from "../../training/nn.ts";
 import { initRaterArrays } from "../../training/rater.ts";
+import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { Rng } from "../../training/rng.ts";
 
 /** Rater parameters perturbed well away from init: gains 1±0.3, biases ±0.3, matrices std 0.25. */
@@ -30,6 +31,24 @@ export function raterConfig(input: Partial<RaterConfig>): RaterConfig {
 export function someCalibration(): ScoreCalibration {
   const rng = new Rng(7);
   return quantileCalibration(Array.from({ length: 500 }, () => rng.normal()));
+}
+
+/** {@link randomRaterParams} and the ONNX model exported from them (config digest of `tag`). */
+export function randomRaterModel(
+  rater: RaterConfig,
+  seqLen: number,
+  seed: number,
+  tag: string,
+): { params: ParamArrays; model: Uint8Array } {
+  const params = randomRaterParams(rater, seqLen, seed);
+  const model = exportRaterOnnx({
+    params,
+    rater,
+    seqLen,
+    calibration: someCalibration(),
+    configDigest: sha256Hex(tag),
+  });
+  return { params, model };
 }
 
 /** At least `count` varied records (strings and raw byte arrays) for a model of `seqLen` bytes. */

@@ -9,17 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import type { RaterConfig } from "../../lib/config.ts";
 import { aggregateScores, windowSpans } from "../../lib/windows.ts";
-import {
-  exportRaterOnnx,
-  readRaterMetadata,
-  scoreWithOnnx,
-  sha256Hex,
-} from "../../training/export-onnx.ts";
+import { readRaterMetadata, scoreWithOnnx } from "../../training/export-onnx.ts";
 import { Rng } from "../../training/rng.ts";
 import { useBackend } from "../../training/backend.ts";
 import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
-import { randomRaterParams, raterConfig, someCalibration, variedRecords } from "./fixtures.ts";
+import { randomRaterModel, randomRaterParams, raterConfig, variedRecords } from "./fixtures.ts";
 
 const SEQ_LEN = 64;
 const RECORDS = variedRecords(SEQ_LEN, 300, 11);
@@ -114,14 +109,7 @@ describe.each(["wasm"] as const)("ONNX parity with tfjs-%s", (backend) => {
     "onnxruntime-node scores equal raterScores within 1e-4 on 300 varied records: $name",
     async ({ rater, seqLen }) => {
       expect(RECORDS.length).toBeGreaterThanOrEqual(256);
-      const params = randomRaterParams(rater, seqLen, 3);
-      const model = exportRaterOnnx({
-        params,
-        rater,
-        seqLen,
-        calibration: someCalibration(),
-        configDigest: sha256Hex("parity"),
-      });
+      const { params, model } = randomRaterModel(rater, seqLen, 3, "parity");
       const session = await ort.InferenceSession.create(model);
       try {
         const expected = tfjsScores(params, rater, seqLen);
@@ -150,14 +138,7 @@ describe.each(["wasm"] as const)("ONNX parity with tfjs-%s", (backend) => {
         ffn: 64,
         scoring: { stride, aggregation },
       });
-      const params = randomRaterParams(rater, SEQ_LEN, 5);
-      const model = exportRaterOnnx({
-        params,
-        rater,
-        seqLen: SEQ_LEN,
-        calibration: someCalibration(),
-        configDigest: sha256Hex("parity-long"),
-      });
+      const { params, model } = randomRaterModel(rater, SEQ_LEN, 5, "parity-long");
       expect(readRaterMetadata(model).scoring).toEqual({ window: SEQ_LEN, stride, aggregation });
       const rng = new Rng(13);
       // Long records of mixed text, multi-byte characters cut by window edges included; one past

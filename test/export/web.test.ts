@@ -10,11 +10,10 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
-import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { useBackend } from "../../training/backend.ts";
 import { disposeParams, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
-import { randomRaterParams, raterConfig, someCalibration, variedRecords } from "./fixtures.ts";
+import { randomRaterModel, raterConfig, variedRecords } from "./fixtures.ts";
 
 const SEQ_LEN = 64;
 const RECORDS = variedRecords(SEQ_LEN, 256, 23);
@@ -37,14 +36,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array) {
 describe.each(["transformer", "mlp"] as const)("onnxruntime-web (%s)", (kind) => {
   it("scores 256 varied records like tfjs and onnxruntime-node (max abs diff <= 1e-4)", async () => {
     const rater = raterConfig({ kind });
-    const params = randomRaterParams(rater, SEQ_LEN, 5);
-    const model = exportRaterOnnx({
-      params,
-      rater,
-      seqLen: SEQ_LEN,
-      calibration: someCalibration(),
-      configDigest: sha256Hex("web"),
-    });
+    const { params, model } = randomRaterModel(rater, SEQ_LEN, 5, "web");
     const batch = encodeBatch(RECORDS, SEQ_LEN);
     const dims = [batch.batch, SEQ_LEN];
 

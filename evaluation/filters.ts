@@ -14,7 +14,7 @@
 import { Rng } from "../training/rng.ts";
 import { lmFlopsPerByte } from "../training/lm.ts";
 import { disposeParams, type Params } from "../training/nn.ts";
-import { aggregateScores, DEFAULT_SCORE_CAP_BYTES, windowSpans } from "../lib/windows.ts";
+import { aggregateScores, cutWindows, DEFAULT_SCORE_CAP_BYTES } from "../lib/windows.ts";
 import type { EvalRecord } from "./data.ts";
 import { heuristicFilter } from "./heuristics.ts";
 import { type DownstreamConfig, perRecordNll, trainDownstream } from "./trainer.ts";
@@ -165,9 +165,7 @@ function wholeRecordNll(
   const windows: Uint8Array[] = [];
   const perRecord = records.map((r) => {
     const bytes = encoder.encode(r.text);
-    const { spans } = windowSpans(bytes.length, plan);
-    for (const [start, end] of spans) windows.push(bytes.subarray(start, end));
-    return spans;
+    return cutWindows(bytes, plan, windows).spans;
   });
   const windowNll = perRecordNll(params, config.lm, windows, config.seqLen, config.evalBatch);
   let next = 0;

@@ -15,10 +15,10 @@ import { sameJson } from "../lib/json.ts";
 import { encodeBatch, headBytes } from "../lib/bytes.ts";
 import {
   aggregateScores,
+  cutWindows,
   DEFAULT_SCORE_CAP_BYTES,
   type Window,
   type WindowPlan,
-  windowSpans,
 } from "../lib/windows.ts";
 import {
   acceptProbability,
@@ -491,12 +491,11 @@ export async function scoreShard(
         seen.set(r.id, r.line);
         // One byte past the cap says whether the record is longer than it.
         const bytes = headBytes(r.text, cap + 1);
-        const { spans, truncated } = windowSpans(bytes.length, plan);
+        const { spans, truncated } = cutWindows(bytes, plan, chunk.windows);
         chunk.ids.push(r.id);
         chunk.lines.push(r.line);
         chunk.spans.push(spans);
         chunk.truncated.push(truncated);
-        for (const [start, end] of spans) chunk.windows.push(bytes.subarray(start, end));
         if (chunk.windows.length >= deps.batchSize) await dispatch();
       }
       if (chunk.ids.length) await dispatch();

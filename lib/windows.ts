@@ -63,6 +63,20 @@ export function windowSpans(
 }
 
 /**
+ * {@link windowSpans} of a record's `bytes`, each window's bytes (views of `bytes`) appended to
+ * `into`: what every scorer of whole records feeds its model.
+ */
+export function cutWindows(
+  bytes: Uint8Array,
+  plan: WindowPlan,
+  into: Uint8Array[],
+): { spans: Window[]; truncated: boolean } {
+  const cut = windowSpans(bytes.length, plan);
+  for (const [start, end] of cut.spans) into.push(bytes.subarray(start, end));
+  return cut;
+}
+
+/**
  * A record's score from its window scores. `mean` weighs each window by the bytes it adds that no
  * earlier window covered (so overlapping strides do not count a byte twice; an empty record's one
  * window weighs 1); `min` is the worst window, the strictest policy for a junk block.

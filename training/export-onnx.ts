@@ -45,9 +45,9 @@ import { type RaterConfig, RaterConfigSchema } from "../lib/config.ts";
 import {
   aggregateScores,
   AGGREGATIONS,
+  cutWindows,
   DEFAULT_SCORE_CAP_BYTES,
   type Window,
-  windowSpans,
 } from "../lib/windows.ts";
 import { LN_EPS, MASK_BIAS } from "./nn.ts";
 import type { ParamArrays } from "./params.ts";
@@ -578,8 +578,7 @@ export async function scoreWithOnnx(
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       const bytes = typeof r === "string" ? encoder.encode(r) : r;
-      const { spans } = windowSpans(bytes.length, plan);
-      for (const [s, e] of spans) windows.push(bytes.subarray(s, e));
+      const { spans } = cutWindows(bytes, plan, windows);
       owners.push({ record: i, spans });
       if (windows.length >= batchSize) await flush();
     }

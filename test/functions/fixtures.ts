@@ -9,8 +9,8 @@ import { RaterConfigSchema } from "../../lib/config.ts";
 import {
   aggregateScores,
   type Aggregation,
+  cutWindows,
   DEFAULT_SCORE_CAP_BYTES,
-  windowSpans,
 } from "../../lib/windows.ts";
 import { exportRaterOnnx, sha256Hex } from "../../training/export-onnx.ts";
 import { initRaterArrays } from "../../training/rater.ts";
@@ -86,11 +86,8 @@ export async function scoreRecordsDirect(
     cap: options.cap ?? DEFAULT_SCORE_CAP_BYTES,
   };
   const encoder = new TextEncoder();
-  const cuts = texts.map((t) => {
-    const b = encoder.encode(t);
-    return { ...windowSpans(b.length, plan), bytes: b };
-  });
-  const windowBytes = cuts.flatMap((c) => c.spans.map(([s, e]) => c.bytes.subarray(s, e)));
+  const windowBytes: Uint8Array[] = [];
+  const cuts = texts.map((t) => cutWindows(encoder.encode(t), plan, windowBytes));
   const windowScores = await scoreDirect(bytes, windowBytes, seqLen);
   let at = 0;
   const scores = new Float32Array(texts.length);

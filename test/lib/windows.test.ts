@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { aggregateScores, windowSpans } from "../../lib/windows.ts";
+import { aggregateScores, cutWindows, windowSpans } from "../../lib/windows.ts";
+
+describe("cutWindows", () => {
+  it("appends each window's bytes, as views of the record, after what the list held", () => {
+    const bytes = Uint8Array.from({ length: 10 }, (_, i) => i);
+    const into = [Uint8Array.of(99)];
+    const cut = cutWindows(bytes, { window: 4, stride: 4, cap: 9 }, into);
+    expect(cut).toEqual(windowSpans(10, { window: 4, stride: 4, cap: 9 }));
+    expect(into.map((w) => [...w])).toEqual([[99], [0, 1, 2, 3], [4, 5, 6, 7], [8]]);
+    expect(into[1].buffer).toBe(bytes.buffer);
+  });
+});
 
 describe("windowSpans", () => {
   it("tiles a record exactly when stride equals the window", () => {

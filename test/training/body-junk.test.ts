@@ -9,7 +9,7 @@ import { expect, it } from "vitest";
 import { encodeBatch } from "../../lib/bytes.ts";
 import type { RaterConfig } from "../../lib/config.ts";
 import { FileStorage } from "../../lib/storage.ts";
-import { aggregateScores, DEFAULT_SCORE_CAP_BYTES, windowSpans } from "../../lib/windows.ts";
+import { aggregateScores, cutWindows, DEFAULT_SCORE_CAP_BYTES } from "../../lib/windows.ts";
 import { datasetFromTexts } from "../../training/data.ts";
 import { disposeParams, type ParamArrays, toTensors } from "../../training/params.ts";
 import { raterScores } from "../../training/rater.ts";
@@ -61,17 +61,13 @@ async function recordScores(
   try {
     const out: number[] = [];
     for (const text of texts) {
-      const bytes = enc.encode(text);
-      const { spans } = windowSpans(bytes.length, {
+      const windows: Uint8Array[] = [];
+      const { spans } = cutWindows(enc.encode(text), {
         window: seqLen,
         stride: seqLen,
         cap: DEFAULT_SCORE_CAP_BYTES,
-      });
-      const t = raterScores(
-        eta,
-        rater,
-        encodeBatch(spans.map(([s, e]) => bytes.subarray(s, e)), seqLen),
-      );
+      }, windows);
+      const t = raterScores(eta, rater, encodeBatch(windows, seqLen));
       out.push(aggregateScores(await t.data(), spans, "mean"));
       t.dispose();
     }

@@ -10,7 +10,7 @@ import * as ort from "onnxruntime-node";
 import { encodeBatch } from "../../../lib/bytes.ts";
 import { quantileCalibration } from "../../../lib/calibration.ts";
 import { type RaterConfig, RaterConfigSchema } from "../../../lib/config.ts";
-import { DEFAULT_SCORE_CAP_BYTES, windowSpans } from "../../../lib/windows.ts";
+import { cutWindows, DEFAULT_SCORE_CAP_BYTES } from "../../../lib/windows.ts";
 import { exportRaterOnnx, readRaterMetadata, sha256Hex } from "../../../training/export-onnx.ts";
 import { initRaterArrays } from "../../../training/rater.ts";
 import { Rng } from "../../../training/rng.ts";
@@ -82,16 +82,12 @@ export function benchWindows(
   const windows: Uint8Array[] = [];
   let bytes = 0;
   for (const d of docs) {
-    const b = encoder.encode(d);
-    const { spans } = windowSpans(b.length, {
+    const { spans } = cutWindows(encoder.encode(d), {
       window: seqLen,
       stride: seqLen,
       cap: DEFAULT_SCORE_CAP_BYTES,
-    });
-    for (const [s, e] of spans) {
-      windows.push(b.subarray(s, e));
-      bytes += e - s;
-    }
+    }, windows);
+    for (const [s, e] of spans) bytes += e - s;
   }
   return { windows, bytes };
 }

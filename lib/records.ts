@@ -16,7 +16,6 @@
  */
 import { concatBytes } from "./bytes.ts";
 import { isUtf8 } from "node:buffer";
-import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { LineParser } from "./line-parser.ts";
 import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
@@ -225,9 +224,49 @@ export function gunzipStream(
   stream: ReadableStream<Uint8Array>,
   chunkSize = 1 << 20,
 ): ReadableStream<Uint8Array> {
-  return stream.pipeThrough(
-    Duplex.toWeb(createGunzip({ chunkSize })) as unknown as TransformStream<Uint8Array, Uint8Array>,
-  );
+  return ReadableStream.from(inflate(stream, chunkSize));
+}
+
+/**
+ * The generator behind {@link gunzipStream}. Not `Duplex.toWeb`: Deno's adapter enqueues zlib's
+ * output after its stream was cancelled or errored (a consumer that stops at a size limit, a
+ * truncated input), which throws outside any caller as an uncaught TypeError. Here the source is
+ * pumped into zlib with its backpressure, the output is read with zlib's own, and stopping early
+ * destroys zlib and cancels the source.
+ */
+async function* inflate(
+  stream: ReadableStream<Uint8Array>,
+  chunkSize: number,
+): AsyncGenerator<Uint8Array> {
+  const gunzip = createGunzip({ chunkSize });
+  const reader = stream.getReader();
+  const pump = (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || gunzip.destroyed) break;
+        if (!gunzip.write(value)) {
+          await new Promise((resolve) => {
+            gunzip.once("drain", resolve);
+            gunzip.once("close", resolve);
+          });
+        }
+      }
+      if (!gunzip.destroyed) gunzip.end();
+    } catch (e) {
+      // The source failed: zlib's reader below gets the source's own error.
+      gunzip.destroy(e as Error);
+    }
+  })();
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Uint8Array>) {
+      yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    }
+  } finally {
+    gunzip.destroy();
+    await reader.cancel().catch(() => {});
+    await pump;
+  }
 }
 
 /** Options for {@link splitLines}. */

@@ -2,6 +2,7 @@ import { expect, test } from "vitest";
 import {
   encodeJsonl,
   encodeJsonlGz,
+  gunzipStream,
   readRecords,
   RecordError,
   splitLines,
@@ -63,6 +64,34 @@ test("a gzip shard of several members (cat a.gz b.gz) reads as one, cut anywhere
     [2, "b", "two"],
     [3, "c", "three"],
   ]);
+});
+
+test("a gzip stream read only in part stops its decompressor and cancels its source", async () => {
+  // ~3 MB of gzip (random hex does not compress below half) inflated, read for
+  // one chunk: the source is still open and zlib still holds output when it is cancelled.
+  const hex = (n: number) =>
+    Array.from(crypto.getRandomValues(new Uint8Array(n)), (x) => x.toString(16)).join("");
+  const gz = await encodeJsonlGz(
+    Array.from({ length: 4000 }, (_, i) => ({ id: i, text: hex(500) })),
+  );
+  let cancelled = false;
+  let offset = 0;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (offset >= gz.length) return c.close();
+      c.enqueue(gz.slice(offset, offset += 4096));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const reader = gunzipStream(source, 1 << 16).getReader();
+  const first = await reader.read();
+  expect(first.value?.length).toBeGreaterThan(0);
+  await reader.cancel();
+  // Anything zlib emitted after the cancel would surface here as an unhandled error.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(cancelled).toBe(true);
 });
 
 test("joins lines split across chunks and strips CRLF", async () => {

@@ -362,11 +362,22 @@ export async function materializeShard(
    */
   async function* shardChunks(recycle: boolean): AsyncGenerator<Uint8Array> {
     if (head.length) yield head;
-    let last: Uint8Array | null = null;
+    // One read ahead: the next chunk is read (into the other of two buffers when recycling)
+    // while the consumer works on this one.
+    const ahead = (into: Uint8Array | null) => {
+      const read = nextChunk(into);
+      // Handled here too: a read failing while nobody awaits it (the consumer writing, or gone)
+      // is no unhandled rejection; it is thrown where it is awaited.
+      read.catch(() => {});
+      return read;
+    };
+    let spare: Uint8Array | null = null;
+    let next = ahead(null);
     for (;;) {
-      const chunk: Uint8Array | null = await nextChunk(recycle ? last : null);
+      const chunk: Uint8Array | null = await next;
       if (!chunk) return;
-      last = chunk;
+      next = ahead(recycle ? spare : null);
+      spare = chunk;
       yield chunk;
     }
   }
@@ -510,8 +521,16 @@ async function joinJsonl(
   let block: ManifestEntry[] = [];
   let cursor = 0;
   let entriesDone = false;
+  // One block parsed ahead: it is read and parsed while the join waits for the shard's reads.
+  const ahead = () => {
+    const next = blocks.next();
+    next.catch(() => {}); // thrown where awaited
+    return next;
+  };
+  let nextBlock = ahead();
   const refill = async () => {
-    const n = await blocks.next();
+    const n = await nextBlock;
+    if (!n.done) nextBlock = ahead();
     block = n.done ? [] : n.value;
     cursor = 0;
     entriesDone = !!n.done;

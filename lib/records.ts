@@ -246,9 +246,15 @@ async function* inflate(
         const { done, value } = await reader.read();
         if (done || gunzip.destroyed) break;
         if (!gunzip.write(value)) {
-          await new Promise((resolve) => {
-            gunzip.once("drain", resolve);
-            gunzip.once("close", resolve);
+          // Room again, or zlib gone: whichever comes first removes both listeners.
+          await new Promise<void>((resolve) => {
+            const go = () => {
+              gunzip.off("drain", go);
+              gunzip.off("close", go);
+              resolve();
+            };
+            gunzip.on("drain", go);
+            gunzip.on("close", go);
           });
         }
       }

@@ -1,3 +1,4 @@
+import process from "node:process";
 import { expect, test } from "vitest";
 import {
   encodeJsonl,
@@ -66,11 +67,13 @@ test("a gzip shard of several members (cat a.gz b.gz) reads as one, cut anywhere
   ]);
 });
 
+/** `n` random bytes in hex: text that gzip does not shrink below half. */
+const hex = (n: number) =>
+  Array.from(crypto.getRandomValues(new Uint8Array(n)), (x) => x.toString(16)).join("");
+
 test("a gzip stream read only in part stops its decompressor and cancels its source", async () => {
   // ~3 MB of gzip (random hex does not compress below half) inflated, read for
   // one chunk: the source is still open and zlib still holds output when it is cancelled.
-  const hex = (n: number) =>
-    Array.from(crypto.getRandomValues(new Uint8Array(n)), (x) => x.toString(16)).join("");
   const gz = await encodeJsonlGz(
     Array.from({ length: 4000 }, (_, i) => ({ id: i, text: hex(500) })),
   );
@@ -92,6 +95,32 @@ test("a gzip stream read only in part stops its decompressor and cancels its sou
   // Anything zlib emitted after the cancel would surface here as an unhandled error.
   await new Promise((resolve) => setTimeout(resolve, 50));
   expect(cancelled).toBe(true);
+});
+
+test("a gzip stream under backpressure leaves no listeners behind on its decompressor", async () => {
+  // Many writes that zlib cannot take at once (a 64 KiB source chunk inflates past its buffer):
+  // each wait for room must not leave a listener behind (Node warns past 10 on one emitter).
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on("warning", onWarning);
+  try {
+    const gz = await encodeJsonlGz(
+      Array.from({ length: 2000 }, (_, i) => ({ id: i, text: hex(500) })),
+    );
+    const source = streamOf(
+      ...Array.from(
+        { length: Math.ceil(gz.length / 1024) },
+        (_, i) => gz.slice(i * 1024, (i + 1) * 1024),
+      ),
+    );
+    let bytes = 0;
+    for await (const chunk of gunzipStream(source, 4096)) bytes += chunk.length;
+    expect(bytes).toBeGreaterThan(2000 * 500);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  } finally {
+    process.off("warning", onWarning);
+  }
+  expect(warnings).toEqual([]);
 });
 
 test("joins lines split across chunks and strips CRLF", async () => {

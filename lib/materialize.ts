@@ -30,7 +30,6 @@
  * ```
  */
 import { concatBytes } from "./bytes.ts";
-import { Duplex } from "node:stream";
 import { createGzip } from "node:zlib";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
@@ -47,7 +46,7 @@ import {
   readManifestHeader,
 } from "./manifest.ts";
 import { rangedFile, startsWithParquetMagic } from "./parquet.ts";
-import { gunzipStream, parseRecordLine, readRecords, RecordError } from "./records.ts";
+import { gunzipStream, parseRecordLine, readRecords, RecordError, zlibStream } from "./records.ts";
 import { NotFoundError, parseUri, PreconditionFailedError, type Storage } from "./storage.ts";
 
 /** Suffix of manifest v1 objects under a manifests prefix. */
@@ -156,12 +155,11 @@ class LineSink {
     const direct = parseUri(uri).scheme === "file";
     const sink = new LineSink(direct ? "direct" : "spool", storage, uri);
     // node:zlib rather than CompressionStream (level 6, not settable, and slower per byte here).
-    const stage = gzipLevel !== null
-      ? Duplex.toWeb(
-        createGzip({ level: gzipLevel, chunkSize: OUT_CHUNK }),
-      ) as unknown as TransformStream<Uint8Array, Uint8Array>
-      : new TransformStream<Uint8Array, Uint8Array>();
-    const counted = stage.readable.pipeThrough(
+    const stage = new TransformStream<Uint8Array, Uint8Array>();
+    const out = gzipLevel !== null
+      ? zlibStream(stage.readable, createGzip({ level: gzipLevel, chunkSize: OUT_CHUNK }))
+      : stage.readable;
+    const counted = out.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, controller) {
           sink.bytes += chunk.length;

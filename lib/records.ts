@@ -16,6 +16,7 @@
  */
 import { concatBytes } from "./bytes.ts";
 import { isUtf8 } from "node:buffer";
+import type { Transform } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { LineParser } from "./line-parser.ts";
 import { ParquetError, rangedFile, readParquetRows, startsWithParquetMagic } from "./parquet.ts";
@@ -224,52 +225,58 @@ export function gunzipStream(
   stream: ReadableStream<Uint8Array>,
   chunkSize = 1 << 20,
 ): ReadableStream<Uint8Array> {
-  return ReadableStream.from(inflate(stream, chunkSize));
+  return zlibStream(stream, createGunzip({ chunkSize }));
 }
 
 /**
- * The generator behind {@link gunzipStream}. Not `Duplex.toWeb`: Deno's adapter enqueues zlib's
- * output after its stream was cancelled or errored (a consumer that stops at a size limit, a
- * truncated input), which throws outside any caller as an uncaught TypeError. Here the source is
- * pumped into zlib with its backpressure, the output is read with zlib's own, and stopping early
- * destroys zlib and cancels the source.
+ * `stream` through a node:zlib transform (`createGunzip`, `createGzip`, ...). Not
+ * `Duplex.toWeb`: Deno's adapter enqueues zlib's output after its stream was cancelled or errored
+ * (a consumer that stops at a size limit, a truncated input), which throws outside any caller as an
+ * uncaught TypeError. Here the source is pumped into zlib with its backpressure, the output is read
+ * with zlib's own, and stopping early destroys zlib and cancels the source.
  */
-async function* inflate(
+export function zlibStream(
   stream: ReadableStream<Uint8Array>,
-  chunkSize: number,
+  zlib: Transform,
+): ReadableStream<Uint8Array> {
+  return ReadableStream.from(pumpThrough(stream, zlib));
+}
+
+async function* pumpThrough(
+  stream: ReadableStream<Uint8Array>,
+  zlib: Transform,
 ): AsyncGenerator<Uint8Array> {
-  const gunzip = createGunzip({ chunkSize });
   const reader = stream.getReader();
   const pump = (async () => {
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done || gunzip.destroyed) break;
-        if (!gunzip.write(value)) {
+        if (done || zlib.destroyed) break;
+        if (!zlib.write(value)) {
           // Room again, or zlib gone: whichever comes first removes both listeners.
           await new Promise<void>((resolve) => {
             const go = () => {
-              gunzip.off("drain", go);
-              gunzip.off("close", go);
+              zlib.off("drain", go);
+              zlib.off("close", go);
               resolve();
             };
-            gunzip.on("drain", go);
-            gunzip.on("close", go);
+            zlib.on("drain", go);
+            zlib.on("close", go);
           });
         }
       }
-      if (!gunzip.destroyed) gunzip.end();
+      if (!zlib.destroyed) zlib.end();
     } catch (e) {
       // The source failed: zlib's reader below gets the source's own error.
-      gunzip.destroy(e as Error);
+      zlib.destroy(e as Error);
     }
   })();
   try {
-    for await (const chunk of gunzip as AsyncIterable<Uint8Array>) {
+    for await (const chunk of zlib as AsyncIterable<Uint8Array>) {
       yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     }
   } finally {
-    gunzip.destroy();
+    zlib.destroy();
     await reader.cancel().catch(() => {});
     await pump;
   }

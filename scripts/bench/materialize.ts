@@ -22,8 +22,7 @@
  */
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { Duplex } from "node:stream";
-import { createGunzip, createGzip } from "node:zlib";
+import { createGzip } from "node:zlib";
 import { DEFAULT_GZIP_LEVEL, materialize } from "../../lib/materialize.ts";
 import {
   MANIFEST_KIND,
@@ -31,7 +30,7 @@ import {
   type ManifestHeader,
   readManifestBlocks,
 } from "../../lib/manifest.ts";
-import { gzip } from "../../lib/records.ts";
+import { gunzipStream, gzip, zlibStream } from "../../lib/records.ts";
 import { startS3Server } from "../../lib/s3-server.ts";
 import { createStorage, FileStorage, type Storage } from "../../lib/storage.ts";
 
@@ -130,12 +129,12 @@ async function copyAll(name: string): Promise<{ bytes: number; seconds: number }
 async function recompressAll(name: string): Promise<{ bytes: number; seconds: number }> {
   const t0 = performance.now();
   let bytes = 0;
-  const zlib = (t: Duplex) => Duplex.toWeb(t) as unknown as TransformStream<Uint8Array, Uint8Array>;
   for await (const o of storage.list(`${root}/${name}/shards/`)) {
     const dst = o.uri.replace("/shards/", "/recompressed/");
-    const body = (await storage.read(o.uri))
-      .pipeThrough(zlib(createGunzip({ chunkSize: 1 << 20 })))
-      .pipeThrough(zlib(createGzip({ level: DEFAULT_GZIP_LEVEL, chunkSize: 1 << 20 })));
+    const body = zlibStream(
+      gunzipStream(await storage.read(o.uri)),
+      createGzip({ level: DEFAULT_GZIP_LEVEL, chunkSize: 1 << 20 }),
+    );
     if (root.startsWith("s3:")) {
       // S3 needs the length up front: held in memory (bench shards are small; materialisation
       // spools to a local file, which this reference is spared).

@@ -362,19 +362,12 @@ export async function materializeShard(
     if (head.length) yield head;
     // One read ahead: the next chunk is read (into the other of two buffers when recycling)
     // while the consumer works on this one.
-    const ahead = (into: Uint8Array | null) => {
-      const read = nextChunk(into);
-      // Handled here too: a read failing while nobody awaits it (the consumer writing, or gone)
-      // is no unhandled rejection; it is thrown where it is awaited.
-      read.catch(() => {});
-      return read;
-    };
     let spare: Uint8Array | null = null;
-    let next = ahead(null);
+    let next = ahead(nextChunk(null));
     for (;;) {
       const chunk: Uint8Array | null = await next;
       if (!chunk) return;
-      next = ahead(recycle ? spare : null);
+      next = ahead(nextChunk(recycle ? spare : null));
       spare = chunk;
       yield chunk;
     }
@@ -498,6 +491,15 @@ export async function materializeShard(
 }
 
 /**
+ * `work` started ahead of its use: a failure while nobody awaits it yet (the consumer busy, or
+ * gone) is no unhandled rejection; it is thrown where the promise is awaited.
+ */
+function ahead<T>(work: Promise<T>): Promise<T> {
+  work.catch(() => {});
+  return work;
+}
+
+/**
  * Matches the manifest's entries to the shard's lines and copies each entry's line to the kept or
  * dropped sink. Lines are found chunk by chunk in a synchronous loop (an async step per line
  * costs more than copying the line), and consecutive lines bound for the same sink are copied as
@@ -520,15 +522,10 @@ async function joinJsonl(
   let cursor = 0;
   let entriesDone = false;
   // One block parsed ahead: it is read and parsed while the join waits for the shard's reads.
-  const ahead = () => {
-    const next = blocks.next();
-    next.catch(() => {}); // thrown where awaited
-    return next;
-  };
-  let nextBlock = ahead();
+  let nextBlock = ahead(blocks.next());
   const refill = async () => {
     const n = await nextBlock;
-    if (!n.done) nextBlock = ahead();
+    if (!n.done) nextBlock = ahead(blocks.next());
     block = n.done ? [] : n.value;
     cursor = 0;
     entriesDone = !!n.done;

@@ -72,8 +72,8 @@ const hex = (n: number) =>
   Array.from(crypto.getRandomValues(new Uint8Array(n)), (x) => x.toString(16)).join("");
 
 test("a gzip stream read only in part stops its decompressor and cancels its source", async () => {
-  // ~3 MB of gzip (random hex does not compress below half) inflated, read for
-  // one chunk: the source is still open and zlib still holds output when it is cancelled.
+  // ~3 MB of gzip read for one chunk: the source is still open and zlib still holds output when
+  // it is cancelled.
   const gz = await encodeJsonlGz(
     Array.from({ length: 4000 }, (_, i) => ({ id: i, text: hex(500) })),
   );
@@ -98,8 +98,8 @@ test("a gzip stream read only in part stops its decompressor and cancels its sou
 });
 
 test("a gzip stream under backpressure leaves no listeners behind on its decompressor", async () => {
-  // Many writes that zlib cannot take at once (a 64 KiB source chunk inflates past its buffer):
-  // each wait for room must not leave a listener behind (Node warns past 10 on one emitter).
+  // Thousands of 1 KiB writes into zlib with a 4 KiB output buffer: many have to wait for room,
+  // and no wait may leave a listener behind (Node warns past 10 on one emitter).
   const warnings: string[] = [];
   const onWarning = (w: Error) => warnings.push(w.name);
   process.on("warning", onWarning);
